@@ -1,0 +1,107 @@
+// Operator schema of gdram_ext::retina_glimpse and its backward, the argument checks that
+// every kernel runs first, and the Python module that loads them.
+#include "retina_glimpse.h"
+
+#include <torch/extension.h>
+#include <torch/library.h>
+
+namespace gdram_ext {
+
+Glimpse check_arguments(
+    const at::Tensor& images,
+    const at::Tensor& locations,
+    int64_t size,
+    int64_t num_scales,
+    double scale_factor,
+    double base_size,
+    std::string_view mode) {
+  TORCH_CHECK(images.dim() == 4, "retina_glimpse: images must have shape (B, C, H, W), got ", images.sizes());
+  TORCH_CHECK(
+      at::isFloatingType(images.scalar_type()),
+      "retina_glimpse: images must be float32, float64, float16 or bfloat16, got ",
+      images.scalar_type());
+  TORCH_CHECK(
+      locations.dim() == 2 && locations.size(1) == 2,
+      "retina_glimpse: locations must have shape (B, 2), got ",
+      locations.sizes());
+  TORCH_CHECK(
+      at::isFloatingType(locations.scalar_type()),
+      "retina_glimpse: locations must have a floating dtype, got ",
+      locations.scalar_type());
+  TORCH_CHECK(
+      locations.size(0) == images.size(0),
+      "retina_glimpse: images and locations must have the same batch size, got ",
+      images.size(0),
+      " and ",
+      locations.size(0));
+  TORCH_CHECK(
+      locations.device() == images.device(),
+      "retina_glimpse: images and locations must be on the same device, got ",
+      images.device(),
+      " and ",
+      locations.device());
+  TORCH_CHECK(
+      images.size(1) >= 1 && images.size(2) >= 1 && images.size(3) >= 1,
+      "retina_glimpse: images must have C, H and W of at least 1, got ",
+      images.sizes());
+  TORCH_CHECK(size >= 1, "retina_glimpse: size must be >= 1, got ", size);
+  TORCH_CHECK(num_scales >= 1, "retina_glimpse: num_scales must be >= 1, got ", num_scales);
+  TORCH_CHECK(
+      std::isfinite(scale_factor) && scale_factor > 0.0,
+      "retina_glimpse: scale_factor must be finite and > 0, got ",
+      scale_factor);
+  TORCH_CHECK(
+      std::isfinite(base_size) && base_size > 0.0, "retina_glimpse: base_size must be finite and > 0, got ", base_size);
+  TORCH_CHECK(
+      mode == "bilinear" || mode == "area", "retina_glimpse: mode must be 'bilinear' or 'area', got '", mode, "'");
+  const Glimpse glimpse{size, num_scales, scale_factor, base_size, mode == "area"};
+  const double last = glimpse.side(num_scales - 1);
+  TORCH_CHECK(
+      std::isfinite(last) && last > 0.0,
+      "retina_glimpse: the last scale's side, base_size * scale_factor ** (num_scales - 1) = ",
+      last,
+      ", must be finite and > 0");
+  return glimpse;
+}
+
+Glimpse check_backward_arguments(
+    const at::Tensor& grad_output,
+    const at::Tensor& images,
+    const at::Tensor& locations,
+    int64_t size,
+    int64_t num_scales,
+    double scale_factor,
+    double base_size,
+    std::string_view mode) {
+  const Glimpse glimpse = check_arguments(images, locations, size, num_scales, scale_factor, base_size, mode);
+  const std::vector<int64_t> expected{images.size(0), num_scales * images.size(1), size, size};
+  TORCH_CHECK(
+      grad_output.sizes() == c10::IntArrayRef(expected),
+      "retina_glimpse_backward: grad_output must have shape ",
+      c10::IntArrayRef(expected),
+      ", got ",
+      grad_output.sizes());
+  TORCH_CHECK(
+      grad_output.device() == images.device(), "retina_glimpse_backward: grad_output must be on the images' device");
+  return glimpse;
+}
+
+TORCH_LIBRARY(gdram_ext, m) {
+  m.def(
+      "retina_glimpse(Tensor images, Tensor locations, int size, int num_scales, float scale_factor, "
+      "float base_size, str mode) -> Tensor");
+  m.def(
+      "retina_glimpse_backward(Tensor grad_output, Tensor images, Tensor locations, int size, int num_scales, "
+      "float scale_factor, float base_size, str mode, bool images_grad, bool locations_grad) -> (Tensor, Tensor)");
+}
+
+}  // namespace gdram_ext
+
+PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+  m.doc() = "Compiled kernels of gdram_ext: loading this module registers the gdram_ext operators.";
+#ifdef GDRAM_WITH_CUDA
+  m.attr("cuda_compiled") = true;
+#else
+  m.attr("cuda_compiled") = false;
+#endif
+}

@@ -1,0 +1,242 @@
+// The retina glimpse operator: declarations shared by the dispatcher registration and the
+// CPU and CUDA kernels, and the index math that the forward and backward kernels of both
+// devices share (host/device inline functions).
+//
+// Geometry. Pixel i of an axis of `extent` pixels spans [i, i + 1). A normalised coordinate
+// u in [-1, 1] maps to the continuous pixel coordinate (u + 1) / 2 * extent. Scale s covers a
+// square of side base_size * scale_factor^s pixels centred there, cut into size x size cells
+// of side `cell = side / size`. Cell k along an axis spans [start + k * cell, start + (k + 1) * cell).
+//
+// Every coordinate is computed in double whatever the image dtype, and is compared against
+// the image bounds before any integer conversion, so that NaN, +-inf or 1e30 locations give
+// empty footprints (zeros) and no index can overflow.
+#pragma once
+
+#include <ATen/core/Tensor.h>
+
+#include <cmath>
+#include <cstdint>
+#include <string_view>
+
+#if defined(__CUDACC__)
+#define GDRAM_HOST_DEVICE __host__ __device__ __forceinline__
+#else
+#define GDRAM_HOST_DEVICE inline
+#endif
+
+namespace gdram_ext {
+
+// Hyper-parameters of one call, resolved and checked.
+struct Glimpse {
+  int64_t size;
+  int64_t num_scales;
+  double scale_factor;
+  double base_size;
+  bool area;  // false: bilinear sample at each cell's centre; true: mean over each cell
+
+  GDRAM_HOST_DEVICE double side(int64_t scale) const {
+    double side = base_size;
+    for (int64_t i = 0; i < scale; ++i) side *= scale_factor;
+    return side;
+  }
+};
+
+GDRAM_HOST_DEVICE double floor_of(double v) {
+#if defined(__CUDA_ARCH__)
+  return ::floor(v);
+#else
+  return std::floor(v);
+#endif
+}
+
+GDRAM_HOST_DEVICE double ceil_of(double v) {
+#if defined(__CUDA_ARCH__)
+  return ::ceil(v);
+#else
+  return std::ceil(v);
+#endif
+}
+
+// Left (or top) edge, in pixels, of a scale's square of `side` pixels centred at `coord`.
+GDRAM_HOST_DEVICE double glimpse_start(double coord, int64_t extent, double side) {
+  return (coord + 1.0) * 0.5 * static_cast<double>(extent) - 0.5 * side;
+}
+
+// The two bilinear taps along one axis at continuous coordinate `centre`: pixels index and
+// index + 1 with weights weight0 and weight1; a tap outside [0, extent) reads zero.
+struct Taps {
+  int64_t index;
+  double weight0;
+  double weight1;
+  bool valid0;
+  bool valid1;
+};
+
+GDRAM_HOST_DEVICE Taps bilinear_taps(double centre, int64_t extent) {
+  const double pos = centre - 0.5;  // pixel i's centre is at i + 0.5
+  Taps taps{0, 0.0, 0.0, false, false};
+  if (!(pos >= -1.0 && pos < static_cast<double>(extent))) return taps;  // also rejects NaN
+  const double base = floor_of(pos);
+  const double frac = pos - base;
+  taps.index = static_cast<int64_t>(base);
+  taps.weight0 = 1.0 - frac;
+  taps.weight1 = frac;
+  taps.valid0 = taps.index >= 0;
+  taps.valid1 = taps.index + 1 < extent;
+  return taps;
+}
+
+// Pixels [first, last) that the cell [start, start + cell) overlaps inside [0, extent).
+struct Span {
+  int64_t first;
+  int64_t last;
+};
+
+GDRAM_HOST_DEVICE Span area_span(double start, double cell, int64_t extent) {
+  double first = floor_of(start);
+  double last = ceil_of(start + cell);
+  if (!(last > 0.0 && first < static_cast<double>(extent))) return Span{0, 0};  // also NaN
+  first = first < 0.0 ? 0.0 : first;
+  last = last > static_cast<double>(extent) ? static_cast<double>(extent) : last;
+  return Span{static_cast<int64_t>(first), static_cast<int64_t>(last)};
+}
+
+// Length of pixel i covered by the cell [start, start + cell).
+GDRAM_HOST_DEVICE double area_overlap(double start, double cell, int64_t i) {
+  const double lo = start > static_cast<double>(i) ? start : static_cast<double>(i);
+  const double end = start + cell;
+  const double hi = end < static_cast<double>(i + 1) ? end : static_cast<double>(i + 1);
+  return hi > lo ? hi - lo : 0.0;
+}
+
+// The pixel whose span [i, i + 1) holds coordinate t, or -1 outside [0, extent): the pixel that
+// enters (or leaves) a cell's edge at t when the cell moves right (or down).
+GDRAM_HOST_DEVICE int64_t pixel_at(double t, int64_t extent) {
+  if (!(t >= 0.0 && t < static_cast<double>(extent))) return -1;
+  return static_cast<int64_t>(floor_of(t));
+}
+
+// Per-cell computations, templated on the image's element type and the accumulation type.
+// `plane` points at one (sample, channel) image plane with element strides (stride_h, stride_w);
+// gradient planes are contiguous (H, W) and receive their values through `add(index, value)`:
+// a plain += on the CPU, an atomic add on the GPU.
+
+template <typename acc_t, typename scalar_t>
+GDRAM_HOST_DEVICE acc_t pixel(const scalar_t* plane, int64_t stride_h, int64_t stride_w, int64_t y, int64_t x, bool valid) {
+  return valid ? static_cast<acc_t>(plane[y * stride_h + x * stride_w]) : acc_t(0);
+}
+
+// Bilinear sample at the taps (ty, tx).
+template <typename acc_t, typename scalar_t>
+GDRAM_HOST_DEVICE acc_t bilinear_value(const scalar_t* plane, int64_t stride_h, int64_t stride_w, const Taps& ty, const Taps& tx) {
+  const int64_t y = ty.index, x = tx.index;
+  return acc_t(ty.weight0 * tx.weight0) * pixel<acc_t>(plane, stride_h, stride_w, y, x, ty.valid0 && tx.valid0) +
+      acc_t(ty.weight0 * tx.weight1) * pixel<acc_t>(plane, stride_h, stride_w, y, x + 1, ty.valid0 && tx.valid1) +
+      acc_t(ty.weight1 * tx.weight0) * pixel<acc_t>(plane, stride_h, stride_w, y + 1, x, ty.valid1 && tx.valid0) +
+      acc_t(ty.weight1 * tx.weight1) * pixel<acc_t>(plane, stride_h, stride_w, y + 1, x + 1, ty.valid1 && tx.valid1);
+}
+
+// Derivatives of the bilinear sample with respect to the sample point's pixel coordinates.
+template <typename acc_t, typename scalar_t>
+GDRAM_HOST_DEVICE void bilinear_slopes(
+    const scalar_t* plane, int64_t stride_h, int64_t stride_w, const Taps& ty, const Taps& tx, acc_t& d_x, acc_t& d_y) {
+  const int64_t y = ty.index, x = tx.index;
+  const acc_t v00 = pixel<acc_t>(plane, stride_h, stride_w, y, x, ty.valid0 && tx.valid0);
+  const acc_t v01 = pixel<acc_t>(plane, stride_h, stride_w, y, x + 1, ty.valid0 && tx.valid1);
+  const acc_t v10 = pixel<acc_t>(plane, stride_h, stride_w, y + 1, x, ty.valid1 && tx.valid0);
+  const acc_t v11 = pixel<acc_t>(plane, stride_h, stride_w, y + 1, x + 1, ty.valid1 && tx.valid1);
+  d_x = acc_t(ty.weight0) * (v01 - v00) + acc_t(ty.weight1) * (v11 - v10);
+  d_y = acc_t(tx.weight0) * (v10 - v00) + acc_t(tx.weight1) * (v11 - v01);
+}
+
+// Spreads `grad` (d loss / d sample) over the four taps of a gradient plane of width `width`.
+template <typename acc_t, typename Add>
+GDRAM_HOST_DEVICE void bilinear_scatter(const Taps& ty, const Taps& tx, acc_t grad, int64_t width, const Add& add) {
+  const int64_t y0 = ty.index * width, y1 = y0 + width, x = tx.index;
+  if (ty.valid0 && tx.valid0) add(y0 + x, grad * acc_t(ty.weight0 * tx.weight0));
+  if (ty.valid0 && tx.valid1) add(y0 + x + 1, grad * acc_t(ty.weight0 * tx.weight1));
+  if (ty.valid1 && tx.valid0) add(y1 + x, grad * acc_t(ty.weight1 * tx.weight0));
+  if (ty.valid1 && tx.valid1) add(y1 + x + 1, grad * acc_t(ty.weight1 * tx.weight1));
+}
+
+// One area cell: its edges (left, top) in pixels, its side, and the image extent.
+struct AreaCell {
+  double left;
+  double top;
+  double cell;
+  int64_t height;
+  int64_t width;
+};
+
+// Mean of the plane over the cell, pixels weighted by the length of their span that it covers.
+template <typename acc_t, typename scalar_t>
+GDRAM_HOST_DEVICE acc_t area_value(const scalar_t* plane, int64_t stride_h, int64_t stride_w, const AreaCell& a) {
+  const Span rows = area_span(a.top, a.cell, a.height), cols = area_span(a.left, a.cell, a.width);
+  acc_t value = 0;
+  for (int64_t y = rows.first; y < rows.last; ++y) {
+    acc_t row = 0;
+    for (int64_t x = cols.first; x < cols.last; ++x) {
+      row += acc_t(area_overlap(a.left, a.cell, x)) * static_cast<acc_t>(plane[y * stride_h + x * stride_w]);
+    }
+    value += acc_t(area_overlap(a.top, a.cell, y)) * row;
+  }
+  return value * acc_t(1.0 / (a.cell * a.cell));
+}
+
+// Derivatives of the cell's mean with respect to its left and top edges: moving an edge by dt
+// adds the pixels entering at the far edge and removes those leaving at the near edge.
+template <typename acc_t, typename scalar_t>
+GDRAM_HOST_DEVICE void area_slopes(
+    const scalar_t* plane, int64_t stride_h, int64_t stride_w, const AreaCell& a, acc_t& d_x, acc_t& d_y) {
+  const Span rows = area_span(a.top, a.cell, a.height), cols = area_span(a.left, a.cell, a.width);
+  const int64_t left = pixel_at(a.left, a.width), right = pixel_at(a.left + a.cell, a.width);
+  const int64_t top = pixel_at(a.top, a.height), bottom = pixel_at(a.top + a.cell, a.height);
+  acc_t sum_x = 0, sum_y = 0;
+  for (int64_t y = rows.first; y < rows.last; ++y) {
+    sum_x += acc_t(area_overlap(a.top, a.cell, y)) *
+        (pixel<acc_t>(plane, stride_h, stride_w, y, right, right >= 0) -
+         pixel<acc_t>(plane, stride_h, stride_w, y, left, left >= 0));
+  }
+  for (int64_t x = cols.first; x < cols.last; ++x) {
+    sum_y += acc_t(area_overlap(a.left, a.cell, x)) *
+        (pixel<acc_t>(plane, stride_h, stride_w, bottom, x, bottom >= 0) -
+         pixel<acc_t>(plane, stride_h, stride_w, top, x, top >= 0));
+  }
+  const acc_t norm = acc_t(1.0 / (a.cell * a.cell));
+  d_x = sum_x * norm;
+  d_y = sum_y * norm;
+}
+
+// Spreads `grad` (d loss / d cell mean) over the pixels the cell covers.
+template <typename acc_t, typename Add>
+GDRAM_HOST_DEVICE void area_scatter(const AreaCell& a, acc_t grad, const Add& add) {
+  const Span rows = area_span(a.top, a.cell, a.height), cols = area_span(a.left, a.cell, a.width);
+  const acc_t scaled = grad * acc_t(1.0 / (a.cell * a.cell));
+  for (int64_t y = rows.first; y < rows.last; ++y) {
+    const acc_t row = scaled * acc_t(area_overlap(a.top, a.cell, y));
+    for (int64_t x = cols.first; x < cols.last; ++x) add(y * a.width + x, row * acc_t(area_overlap(a.left, a.cell, x)));
+  }
+}
+
+// Argument checks shared by the CPU and CUDA kernels (messages name the argument).
+Glimpse check_arguments(
+    const at::Tensor& images,
+    const at::Tensor& locations,
+    int64_t size,
+    int64_t num_scales,
+    double scale_factor,
+    double base_size,
+    std::string_view mode);
+
+// Checks of a backward call: the forward's, plus grad_output's shape.
+Glimpse check_backward_arguments(
+    const at::Tensor& grad_output,
+    const at::Tensor& images,
+    const at::Tensor& locations,
+    int64_t size,
+    int64_t num_scales,
+    double scale_factor,
+    double base_size,
+    std::string_view mode);
+
+}  // namespace gdram_ext

@@ -1,0 +1,129 @@
+"""The ``gdram_ext::retina_glimpse`` operator: its Python entry point, fake tensor and autograd.
+
+The compiled kernels (``gdram_ext._C``) register the operator with the PyTorch dispatcher;
+this module adds what the dispatcher needs from Python (a fake implementation for
+``torch.compile``/meta tensors and the autograd formula, both through ``torch.library``)
+and the documented wrapper. When the kernels are missing, the wrapper runs
+:mod:`gdram_ext.reference` instead.
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import NamedTuple
+
+import torch
+
+from gdram_ext import reference
+from gdram_ext.validation import check_arguments
+
+try:
+    from gdram_ext import _C
+except ImportError as error:  # no compiler at install time, or an ABI mismatch with this torch
+    _C = None
+    warnings.warn(
+        f"gdram_ext: the compiled kernels could not be loaded ({error}); using the pure-PyTorch reference "
+        "implementation. Reinstall with `pip install --no-build-isolation .` to build them.",
+        RuntimeWarning,
+        stacklevel=2,
+    )
+
+
+class Backend(NamedTuple):
+    """Which implementation runs ``retina_glimpse``: ``name`` is ``"compiled"`` or ``"reference"``;
+    ``kernels`` lists the devices the compiled kernels were built for (``"cpu"``, ``"cuda"``)."""
+
+    name: str
+    kernels: tuple[str, ...]
+
+
+def backend() -> Backend:
+    """The active backend and the compiled kernels, e.g. ``Backend(name='compiled', kernels=('cpu', 'cuda'))``."""
+    if _C is None:
+        return Backend("reference", ())
+    return Backend("compiled", ("cpu", "cuda") if _C.cuda_compiled else ("cpu",))
+
+
+def _has_kernel(device: torch.device) -> bool:
+    if _C is None:
+        return False
+    return device.type in ("cpu", "meta") or (device.type == "cuda" and _C.cuda_compiled)
+
+
+def retina_glimpse(
+    images: torch.Tensor,
+    locations: torch.Tensor,
+    size: int = 12,
+    num_scales: int = 4,
+    scale_factor: float = 2.0,
+    mode: str = "bilinear",
+    base_size: float | None = None,
+) -> torch.Tensor:
+    """Multi-scale retina glimpse: crop, resize and concatenate every scale in one fused pass.
+
+    Scale ``i`` covers a square of side ``base_size * scale_factor**i`` pixels centred at the
+    location, sampled on a ``size x size`` grid of cells.
+
+    Args:
+        images: (B, C, H, W), float32/float64/float16/bfloat16, any strides.
+        locations: (B, 2) glimpse centres (x, y): -1 is the left/top edge of the image, +1 the
+            right/bottom edge (``grid_sample`` with ``align_corners=False``); may lie outside.
+        size: cells per side of every scale's output.
+        num_scales: number of scales.
+        scale_factor: ratio of each scale's side to the previous one's.
+        mode: ``"bilinear"`` (sample at each cell's centre, zeros outside; equals per-scale
+            ``affine_grid`` + ``grid_sample`` + ``cat``) or ``"area"`` (exact mean over each cell,
+            anti-aliased).
+        base_size: side in pixels of the first scale; defaults to ``size``.
+
+    Returns:
+        (B, num_scales * C, size, size), scale-major (channels ``[i*C, (i+1)*C)`` hold scale
+        ``i``), dtype of ``images``. Differentiable with respect to images and locations.
+    """
+    check_arguments(images, locations, size, num_scales, scale_factor, mode, base_size)
+    if not _has_kernel(images.device):
+        return reference.retina_glimpse(images, locations, size, num_scales, scale_factor, mode, base_size)
+    base = float(size) if base_size is None else float(base_size)
+    return torch.ops.gdram_ext.retina_glimpse.default(
+        images, locations, size, num_scales, float(scale_factor), base, mode
+    )
+
+
+if _C is not None:
+
+    @torch.library.register_fake("gdram_ext::retina_glimpse")
+    def _fake_forward(images, locations, size, num_scales, scale_factor, base_size, mode):
+        batch, channels = images.shape[:2]
+        return images.new_empty((batch, num_scales * channels, size, size))
+
+    @torch.library.register_fake("gdram_ext::retina_glimpse_backward")
+    def _fake_backward(
+        grad_output, images, locations, size, num_scales, scale_factor, base_size, mode, images_grad, locations_grad
+    ):
+        grad_images = torch.empty_like(images, memory_format=torch.contiguous_format) if images_grad else images.new_empty(0)
+        grad_locations = torch.empty_like(locations, memory_format=torch.contiguous_format) if locations_grad else (
+            locations.new_empty(0)
+        )
+        return grad_images, grad_locations
+
+    def _setup_context(ctx, inputs, output):
+        images, locations, *ctx.hyper = inputs
+        ctx.save_for_backward(images, locations)
+
+    def _backward(ctx, grad_output):
+        images, locations = ctx.saved_tensors
+        images_grad, locations_grad = ctx.needs_input_grad[:2]
+        grad_images, grad_locations = torch.ops.gdram_ext.retina_glimpse_backward.default(
+            grad_output, images, locations, *ctx.hyper, images_grad, locations_grad
+        )
+        return (
+            grad_images if images_grad else None,
+            grad_locations if locations_grad else None,
+            None,
+            None,
+            None,
+            None,
+            None,
+        )
+
+    torch.library.register_autograd("gdram_ext::retina_glimpse", _backward, setup_context=_setup_context)

@@ -1,0 +1,71 @@
+"""Argument checks shared by every backend, so that bad input fails the same way everywhere.
+
+They read only metadata (shapes, dtypes, devices, Python numbers): never a device value, so
+they cost no host-device synchronisation and trace cleanly under ``torch.compile``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+MODES = ("bilinear", "area")
+IMAGE_DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
+
+
+def check_arguments(
+    images: torch.Tensor,
+    locations: torch.Tensor,
+    size: int,
+    num_scales: int,
+    scale_factor: float,
+    mode: str,
+    base_size: float | None,
+) -> None:
+    """Raise ``TypeError``/``ValueError`` naming the first bad argument of a retina glimpse call."""
+    if not isinstance(images, torch.Tensor):
+        raise TypeError(f"images must be a torch.Tensor, got {type(images).__name__}")
+    if not isinstance(locations, torch.Tensor):
+        raise TypeError(f"locations must be a torch.Tensor, got {type(locations).__name__}")
+    if images.dim() != 4:
+        raise ValueError(f"images must have shape (B, C, H, W), got {tuple(images.shape)}")
+    if images.dtype not in IMAGE_DTYPES:
+        raise TypeError(f"images must be float32, float64, float16 or bfloat16, got {images.dtype}")
+    if locations.dim() != 2 or locations.shape[1] != 2:
+        raise ValueError(f"locations must have shape (B, 2), got {tuple(locations.shape)}")
+    if not locations.is_floating_point():
+        raise TypeError(f"locations must have a floating dtype, got {locations.dtype}")
+    if locations.shape[0] != images.shape[0]:
+        raise ValueError(
+            f"images and locations must have the same batch size, got {images.shape[0]} and {locations.shape[0]}"
+        )
+    if locations.device != images.device:
+        raise ValueError(f"images and locations must be on the same device, got {images.device} and {locations.device}")
+    if images.shape[1] < 1 or images.shape[2] < 1 or images.shape[3] < 1:
+        raise ValueError(f"images must have C, H and W of at least 1, got {tuple(images.shape)}")
+    if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+        raise ValueError(f"size must be an integer >= 1, got {size!r}")
+    if isinstance(num_scales, bool) or not isinstance(num_scales, int) or num_scales < 1:
+        raise ValueError(f"num_scales must be an integer >= 1, got {num_scales!r}")
+    if not _positive_number(scale_factor):
+        raise ValueError(f"scale_factor must be a finite number > 0, got {scale_factor!r}")
+    if base_size is not None and not _positive_number(base_size):
+        raise ValueError(f"base_size must be None or a finite number > 0, got {base_size!r}")
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+    base = float(size if base_size is None else base_size)
+    try:
+        last = base * float(scale_factor) ** (num_scales - 1)
+    except OverflowError:
+        last = math.inf
+    if not (math.isfinite(last) and last > 0):
+        raise ValueError(
+            f"the last scale's side, base_size * scale_factor ** (num_scales - 1) = {last}, must be finite and > 0"
+        )
+
+
+def _positive_number(value: object) -> bool:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    return math.isfinite(value) and value > 0

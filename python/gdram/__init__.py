@@ -1,0 +1,1 @@
+"""GDRAM: Gaussian Deep Recurrent Attention Models on the fused retina glimpse."""
