@@ -1,0 +1,202 @@
+"""Cluttered translated digits (the RAM paper's task) and the embedded ``cluttered-digits`` set.
+
+:func:`generate_cluttered` puts one digit at a random position on a large blank canvas and adds
+``num_clutter`` square fragments cut from other digits at random positions; it takes its digits
+from any source (MNIST, scikit-learn's digits, your own). :func:`cluttered_digits` builds the
+embedded default data set from the 1,797 handwritten 8x8 digits that scikit-learn ships with its
+package, so it needs no network. Its splits are made by *source digit*: a handwritten digit of
+the test split never appears, in any position or as clutter, in the training split.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+
+@dataclass(frozen=True)
+class ClutterSpec:
+    """How a cluttered image is made.
+
+    Attributes:
+        canvas_size: side of the square canvas, in pixels.
+        digit_size: side of the pasted digit, in pixels (the source digit is resized to it).
+        num_clutter: number of clutter fragments (``k``).
+        fragment_size: side of each square clutter fragment, in pixels.
+    """
+
+    canvas_size: int = 128
+    digit_size: int = 28
+    num_clutter: int = 8
+    fragment_size: int = 12
+
+    def __post_init__(self) -> None:
+        for name in ("canvas_size", "digit_size", "fragment_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"ClutterSpec.{name} must be >= 1, got {getattr(self, name)}")
+        if self.num_clutter < 0:
+            raise ValueError(f"ClutterSpec.num_clutter must be >= 0, got {self.num_clutter}")
+        if self.digit_size > self.canvas_size:
+            raise ValueError(f"digit_size {self.digit_size} exceeds canvas_size {self.canvas_size}")
+        if self.fragment_size > min(self.digit_size, self.canvas_size):
+            raise ValueError(f"fragment_size {self.fragment_size} exceeds digit_size {self.digit_size}")
+
+
+def resize_digits(digits: np.ndarray | torch.Tensor, size: int) -> np.ndarray:
+    """Resize grayscale digits to ``size x size`` (bilinear, anti-aliased) and scale them to 0-255.
+
+    Args:
+        digits: (N, h, w), any real dtype; the maximum over the whole array maps to 255.
+
+    Returns:
+        (N, size, size) uint8.
+    """
+    tensor = torch.as_tensor(np.asarray(digits), dtype=torch.float32)
+    if tensor.ndim != 3:
+        raise ValueError(f"digits must have shape (N, h, w), got {tuple(tensor.shape)}")
+    peak = float(tensor.max()) if tensor.numel() else 1.0
+    tensor = tensor / (peak if peak > 0 else 1.0)
+    if tuple(tensor.shape[1:]) != (size, size):
+        tensor = F.interpolate(tensor[:, None], size=(size, size), mode="bilinear", antialias=True)[:, 0]
+    return (tensor.clamp(0, 1) * 255).round().to(torch.uint8).numpy()
+
+
+def generate_cluttered(
+    digits: np.ndarray,
+    labels: np.ndarray,
+    num_images: int,
+    spec: ClutterSpec,
+    seed: int,
+    clutter_digits: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Make ``num_images`` cluttered images, deterministic in ``seed``.
+
+    Image ``i`` shows digit ``i % N`` (so every source digit is used equally often) at a random
+    position, with ``spec.num_clutter`` fragments cut at random from random ``clutter_digits``;
+    overlaps keep the brighter pixel.
+
+    Args:
+        digits: (N, digit_size, digit_size) uint8, the digits to classify (see :func:`resize_digits`).
+        labels: (N,) integer class of each digit.
+        num_images: number of images to make.
+        spec: canvas, digit and clutter geometry.
+        seed: seed of the positions and fragments.
+        clutter_digits: (M, digit_size, digit_size) uint8 source of the fragments; ``digits`` if None.
+
+    Returns:
+        images (num_images, canvas_size, canvas_size) uint8 and labels (num_images,) int64.
+    """
+    digits = np.asarray(digits)
+    clutter = digits if clutter_digits is None else np.asarray(clutter_digits)
+    expected = (spec.digit_size, spec.digit_size)
+    for name, array in (("digits", digits), ("clutter_digits", clutter)):
+        if array.ndim != 3 or array.shape[1:] != expected or array.dtype != np.uint8:
+            raise ValueError(f"{name} must be uint8 of shape (N, {spec.digit_size}, {spec.digit_size}), "
+                             f"got {array.dtype} {array.shape}")
+        if len(array) == 0:
+            raise ValueError(f"{name} is empty")
+    if len(labels) != len(digits):
+        raise ValueError(f"{len(labels)} labels for {len(digits)} digits")
+    rng = np.random.default_rng(seed)
+    canvas, size, frag = spec.canvas_size, spec.digit_size, spec.fragment_size
+    images = np.zeros((num_images, canvas, canvas), dtype=np.uint8)
+    sources = np.arange(num_images) % len(digits)
+    positions = rng.integers(0, canvas - size + 1, size=(num_images, 2))
+    fragment_sources = rng.integers(0, len(clutter), size=(num_images, spec.num_clutter))
+    fragment_crops = rng.integers(0, size - frag + 1, size=(num_images, spec.num_clutter, 2))
+    fragment_positions = rng.integers(0, canvas - frag + 1, size=(num_images, spec.num_clutter, 2))
+    for i in range(num_images):
+        image = images[i]
+        for j in range(spec.num_clutter):
+            cy, cx = fragment_crops[i, j]
+            py, px = fragment_positions[i, j]
+            piece = clutter[fragment_sources[i, j], cy:cy + frag, cx:cx + frag]
+            np.maximum(image[py:py + frag, px:px + frag], piece, out=image[py:py + frag, px:px + frag])
+        y, x = positions[i]
+        np.maximum(image[y:y + size, x:x + size], digits[sources[i]], out=image[y:y + size, x:x + size])
+    return images, np.asarray(labels, dtype=np.int64)[sources]
+
+
+@dataclass(frozen=True)
+class EmbeddedSpec:
+    """Parameters of the embedded ``cluttered-digits`` set (they key its on-disk cache).
+
+    Attributes:
+        clutter: canvas, digit and fragment geometry.
+        train_placements: cluttered images made from each training digit.
+        eval_placements: cluttered images made from each validation/test digit.
+        val_digits: source digits held out for validation.
+        test_digits: source digits held out for test.
+        seed: seed of the split and of the generator.
+    """
+
+    clutter: ClutterSpec = ClutterSpec()
+    train_placements: int = 4
+    eval_placements: int = 2
+    val_digits: int = 297
+    test_digits: int = 300
+    seed: int = 0
+
+
+def split_by_source(labels: np.ndarray, val: int, test: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Stratified split of the source-digit indices into disjoint, sorted train/val/test index arrays."""
+    from sklearn.model_selection import train_test_split
+
+    if val < 1 or test < 1 or val + test >= len(labels):
+        raise ValueError(f"cannot hold out {val} + {test} of {len(labels)} digits")
+    indices = np.arange(len(labels))
+    rest, test_idx = train_test_split(indices, test_size=test, stratify=labels, random_state=seed)
+    train_idx, val_idx = train_test_split(rest, test_size=val, stratify=labels[rest], random_state=seed + 1)
+    return np.sort(train_idx), np.sort(val_idx), np.sort(test_idx)
+
+
+def cache_dir() -> Path:
+    """Where generated data sets are cached: ``$GDRAM_CACHE`` or ``~/.cache/gdram``."""
+    return Path(os.environ.get("GDRAM_CACHE", Path.home() / ".cache" / "gdram"))
+
+
+def cluttered_digits(spec: EmbeddedSpec = EmbeddedSpec(), cache: bool = True) -> dict[str, np.ndarray]:
+    """The embedded data set, built from scikit-learn's digits (cached on disk, keyed by ``spec``).
+
+    Returns:
+        ``x_train, y_train, x_val, y_val, x_test, y_test``: images (N, 1, S, S) uint8, labels (N,) int64.
+    """
+    key = hashlib.sha256(json.dumps(asdict(spec), sort_keys=True).encode()).hexdigest()[:16]
+    path = cache_dir() / f"cluttered-digits-{key}.npz"
+    if cache and path.is_file():
+        try:
+            with np.load(path) as stored:
+                return {name: stored[name] for name in stored.files}
+        except (OSError, ValueError, KeyError):
+            path.unlink(missing_ok=True)  # a corrupt cache entry is rebuilt below
+    arrays = _build_cluttered_digits(spec)
+    if cache:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        temporary = path.with_suffix(f".{os.getpid()}.tmp.npz")
+        np.savez(temporary, **arrays)
+        os.replace(temporary, path)
+    return arrays
+
+
+def _build_cluttered_digits(spec: EmbeddedSpec) -> dict[str, np.ndarray]:
+    from sklearn.datasets import load_digits
+
+    source = load_digits()
+    labels = source.target.astype(np.int64)
+    digits = resize_digits(source.images, spec.clutter.digit_size)
+    train_idx, val_idx, test_idx = split_by_source(labels, spec.val_digits, spec.test_digits, spec.seed)
+    arrays: dict[str, np.ndarray] = {}
+    for offset, (name, idx, placements) in enumerate((("train", train_idx, spec.train_placements),
+                                                      ("val", val_idx, spec.eval_placements),
+                                                      ("test", test_idx, spec.eval_placements))):
+        images, targets = generate_cluttered(digits[idx], labels[idx], len(idx) * placements, spec.clutter,
+                                             seed=spec.seed * 1000 + offset + 1)
+        arrays[f"x_{name}"], arrays[f"y_{name}"] = images[:, None], targets
+    return arrays

@@ -1,0 +1,384 @@
+"""Data sets for glimpse classifiers: the paper's, the embedded default, and your own.
+
+:func:`load_data` is the single entry point. It returns :class:`DataSplits`: train/val/test data
+sets that yield ``(image (C, H, W) float in [0, 1], label)`` plus what the model must be told
+(number of classes, channels, image size). Small sets live in memory as uint8 tensors
+(:class:`TensorImages`) and are batched by slicing (:func:`batches`), with no per-item Python
+work; folders of image files go through a ``DataLoader`` with workers and pinned memory.
+
+Sources:
+
+* ``cluttered-digits`` (default, no network): see :mod:`gdram.cluttered`.
+* ``mnist``, ``cluttered-mnist``, ``cifar10``, ``cifar100``: the paper's Large MNIST, Large
+  Cluttered MNIST, Large CIFAR-10/100, resized to 128x128 batch by batch, through torchvision
+  (``download=True`` fetches them; without network a :class:`DataError` says so). Validation:
+  the last 10,000 training images (after a fixed shuffle).
+* a ``.npz`` file with ``x_train, y_train, x_test, y_test`` (optional ``x_val, y_val``).
+* a torchvision ``ImageFolder`` directory (with ``train/``, ``val/``, ``test/`` sub-folders, or one
+  folder that is split 80/10/10).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader, Dataset, Subset
+
+from gdram.cluttered import ClutterSpec, EmbeddedSpec, cache_dir, cluttered_digits, generate_cluttered, resize_digits
+
+PAPER_SIZE = 128
+PAPER_VAL = 10_000
+DATASETS = ("cluttered-digits", "mnist", "cluttered-mnist", "cifar10", "cifar100")
+
+
+class DataError(ValueError):
+    """A data set cannot be read or is malformed; the message names the file and what is wrong."""
+
+
+class TensorImages(Dataset):
+    """Images held in memory, resized (optionally) batch by batch.
+
+    Args:
+        images: (N, C, H, W) uint8 (0-255) or float (0-1).
+        labels: (N,) int64.
+        image_size: (H', W') to resize to when read, or None to keep (H, W).
+    """
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, image_size: tuple[int, int] | None = None):
+        self.images, self.labels = images, labels
+        self.image_size = tuple(image_size) if image_size is not None else tuple(images.shape[-2:])
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        images, labels = self.batch(torch.tensor([index]))
+        return images[0], int(labels[0])
+
+    def batch(self, indices: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Images (B, C, H', W') float32 in [0, 1] and labels (B,) int64 at ``indices`` (B,)."""
+        images = self.images[indices]
+        images = images.float() / 255 if images.dtype == torch.uint8 else images.float()
+        if tuple(images.shape[-2:]) != self.image_size:
+            images = F.interpolate(images, size=self.image_size, mode="bilinear", antialias=True).clamp_(0, 1)
+        return images, self.labels[indices]
+
+
+@dataclass
+class DataSplits:
+    """Train/val/test data sets and what the model needs to know about them."""
+
+    name: str
+    train: Dataset
+    val: Dataset
+    test: Dataset
+    num_classes: int
+    in_channels: int
+    image_size: tuple[int, int]
+
+    def describe(self) -> str:
+        """One line: name, sizes of the splits, classes and image shape."""
+        height, width = self.image_size
+        return (f"{self.name}: {len(self.train)} train / {len(self.val)} val / {len(self.test)} test, "
+                f"{self.num_classes} classes, {self.in_channels}x{height}x{width}")
+
+
+def load_data(
+    source: str = "cluttered-digits",
+    root: str | Path | None = None,
+    download: bool = False,
+    val_fraction: float = 0.1,
+    seed: int = 0,
+    image_size: int | tuple[int, int] | None = None,
+    num_classes: int | None = None,
+) -> DataSplits:
+    """Load a data set by name (see :data:`DATASETS`) or path (``.npz`` file or ``ImageFolder`` directory).
+
+    Args:
+        source: data set name or path.
+        root: where torchvision data sets are stored (default ``~/.cache/gdram/data``).
+        download: let torchvision download a missing data set.
+        val_fraction: share of the training images held out for validation when the source has no
+            validation split (npz without ``x_val``, ImageFolder without ``val/``).
+        seed: seed of those hold-outs.
+        image_size: resize every image to this (H, W) or square side; None keeps the source's size
+            (128x128 for the paper's sets).
+        num_classes: number of classes; None infers it (largest label + 1, or the folder count).
+    """
+    size = _pair(image_size) if image_size is not None else None
+    if source == "cluttered-digits":
+        arrays = cluttered_digits(EmbeddedSpec())
+        return _from_arrays("cluttered-digits", arrays, num_classes or 10, size)
+    if source in ("mnist", "cluttered-mnist", "cifar10", "cifar100"):
+        return _torchvision(source, Path(root) if root else cache_dir() / "data", download, size or (PAPER_SIZE,) * 2)
+    path = Path(source).expanduser()
+    if path.is_dir():
+        return _image_folder(path, val_fraction, seed, size, num_classes)
+    if path.suffix == ".npz" or path.is_file():
+        return load_npz(path, val_fraction, seed, size, num_classes)
+    raise DataError(f"unknown data set {source!r}: not one of {', '.join(DATASETS)}, and no such file or directory")
+
+
+def _pair(size: int | tuple[int, int] | list[int]) -> tuple[int, int]:
+    pair = (size, size) if isinstance(size, int) else tuple(size)
+    if len(pair) != 2 or min(pair) < 1:
+        raise DataError(f"image size must be a positive int or (H, W), got {size!r}")
+    return int(pair[0]), int(pair[1])
+
+
+# ----------------------------------------------------------------------------------------- npz files
+
+
+def _to_nchw(name: str, images: np.ndarray, path: Path) -> np.ndarray:
+    """(N, H, W), (N, H, W, C) or (N, C, H, W) -> (N, C, H, W); C is 1, 3 or 4."""
+    if images.ndim == 3:
+        return images[:, None]
+    if images.ndim != 4:
+        raise DataError(f"{path}: {name} has shape {images.shape}; expected (N, H, W), (N, H, W, C) or (N, C, H, W)")
+    first, last = images.shape[1] in (1, 3, 4), images.shape[3] in (1, 3, 4)
+    if first and not last:
+        return images
+    if last and not first:
+        return images.transpose(0, 3, 1, 2)
+    raise DataError(f"{path}: cannot tell the channel axis of {name} with shape {images.shape} "
+                    "(channels must be 1, 3 or 4, first or last)")
+
+
+def _check_images(name: str, images: np.ndarray, path: Path) -> torch.Tensor:
+    if images.dtype == np.uint8:
+        return torch.from_numpy(np.ascontiguousarray(images))
+    if images.dtype.kind != "f":
+        raise DataError(f"{path}: {name} has dtype {images.dtype}; expected uint8 (0-255) or float (0-1)")
+    if images.size and not np.isfinite(images).all():
+        raise DataError(f"{path}: {name} contains NaN or infinity")
+    if images.size and (images.min() < 0 or images.max() > 1):
+        raise DataError(f"{path}: float {name} must lie in [0, 1], found [{images.min():g}, {images.max():g}]")
+    return torch.from_numpy(np.ascontiguousarray(images, dtype=np.float32))
+
+
+def _check_labels(name: str, labels: np.ndarray, count: int, path: Path) -> torch.Tensor:
+    if labels.ndim != 1:
+        raise DataError(f"{path}: {name} has shape {labels.shape}; expected (N,)")
+    if labels.dtype.kind not in "iu":
+        raise DataError(f"{path}: {name} has dtype {labels.dtype}; expected integer class indices")
+    if len(labels) != count:
+        raise DataError(f"{path}: {name} has {len(labels)} labels but there are {count} images")
+    return torch.from_numpy(labels.astype(np.int64))
+
+
+def load_npz(
+    path: str | Path,
+    val_fraction: float = 0.1,
+    seed: int = 0,
+    image_size: tuple[int, int] | None = None,
+    num_classes: int | None = None,
+) -> DataSplits:
+    """Load ``x_train, y_train, x_test, y_test`` (optional ``x_val, y_val``) from a ``.npz`` file.
+
+    Images: (N, H, W), (N, H, W, C) or (N, C, H, W); uint8 0-255 or float 0-1. Labels: (N,) integers
+    in ``[0, num_classes)``. Without ``x_val``, a seeded ``val_fraction`` of the training images is
+    held out for validation.
+    """
+    path = Path(path)
+    try:
+        with np.load(path, allow_pickle=False) as stored:
+            arrays = {name: stored[name] for name in stored.files}
+    except FileNotFoundError:
+        raise DataError(f"{path}: no such file") from None
+    except (OSError, ValueError, EOFError) as error:
+        raise DataError(f"{path}: not a readable .npz file ({error})") from None
+    required = ["x_train", "y_train", "x_test", "y_test"]
+    if ("x_val" in arrays) != ("y_val" in arrays):
+        required += ["x_val", "y_val"]
+    missing = [name for name in required if name not in arrays]
+    if missing:
+        raise DataError(f"{path}: missing array(s) {', '.join(missing)}; found {', '.join(sorted(arrays)) or 'none'}")
+    if "x_val" not in arrays:
+        arrays.update(_hold_out(arrays["x_train"], arrays["y_train"], val_fraction, seed, path))
+    return _from_arrays(path.name, arrays, num_classes, image_size, path)
+
+
+def _hold_out(images: np.ndarray, labels: np.ndarray, fraction: float, seed: int, path: Path) -> dict[str, np.ndarray]:
+    if len(images) != len(labels):
+        raise DataError(f"{path}: y_train has {len(labels)} labels but there are {len(images)} images")
+    if not 0 < fraction < 1:
+        raise DataError(f"validation fraction must lie in (0, 1), got {fraction}")
+    count = max(1, round(len(images) * fraction))
+    if count >= len(images):
+        raise DataError(f"{path}: {len(images)} training images are too few to hold out a validation split")
+    order = np.random.default_rng(seed).permutation(len(images))
+    val, train = order[:count], order[count:]
+    return {"x_train": images[train], "y_train": labels[train], "x_val": images[val], "y_val": labels[val]}
+
+
+def _from_arrays(
+    name: str,
+    arrays: dict[str, np.ndarray],
+    num_classes: int | None,
+    image_size: tuple[int, int] | None,
+    path: Path | None = None,
+) -> DataSplits:
+    where = path or Path(name)
+    splits: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+    for split in ("train", "val", "test"):
+        images = _check_images(f"x_{split}", _to_nchw(f"x_{split}", arrays[f"x_{split}"], where), where)
+        labels = _check_labels(f"y_{split}", arrays[f"y_{split}"], len(images), where)
+        if len(images) == 0:
+            raise DataError(f"{where}: x_{split} is empty")
+        splits[split] = images, labels
+    shapes = {split: tuple(images.shape[1:]) for split, (images, _) in splits.items()}
+    if len(set(shapes.values())) != 1:
+        raise DataError(f"{where}: the splits' image shapes differ: {shapes}")
+    largest = max(int(labels.max()) for _, labels in splits.values())
+    classes = num_classes if num_classes is not None else largest + 1
+    for split, (_, labels) in splits.items():
+        if int(labels.min()) < 0 or int(labels.max()) >= classes:
+            raise DataError(f"{where}: y_{split} has labels out of range [0, {classes}): "
+                            f"min {int(labels.min())}, max {int(labels.max())}")
+    channels, height, width = shapes["train"]
+    size = image_size or (height, width)
+    datasets = {split: TensorImages(images, labels, size) for split, (images, labels) in splits.items()}
+    return DataSplits(name, datasets["train"], datasets["val"], datasets["test"], classes, channels, size)
+
+
+# ------------------------------------------------------------------------------------- image folders
+
+
+class _Convert:
+    """PIL image -> the given mode (a picklable transform, for DataLoader workers)."""
+
+    def __init__(self, mode: str):
+        self.mode = mode
+
+    def __call__(self, image):
+        return image.convert(self.mode)
+
+
+def _image_folder(
+    path: Path, val_fraction: float, seed: int, image_size: tuple[int, int] | None, num_classes: int | None
+) -> DataSplits:
+    from PIL import Image
+    from torchvision import datasets, transforms
+
+    split_dirs = {split: path / split for split in ("train", "val", "test") if (path / split).is_dir()}
+    roots = [split_dirs["train"]] if "train" in split_dirs else [path]
+    try:
+        probe = datasets.ImageFolder(str(roots[0]))
+    except (FileNotFoundError, RuntimeError) as error:
+        raise DataError(f"{roots[0]}: not an ImageFolder directory (one sub-folder of images per class): {error}") \
+            from None
+    with Image.open(probe.samples[0][0]) as first:
+        channels = 1 if first.mode in ("1", "L", "I", "I;16", "F") else 3
+        size = image_size or (first.height, first.width)
+    mode = "L" if channels == 1 else "RGB"
+    transform = transforms.Compose([_Convert(mode), transforms.Resize(size), transforms.ToTensor()])
+
+    def folder(root: Path) -> datasets.ImageFolder:
+        loaded = datasets.ImageFolder(str(root), transform=transform)
+        if loaded.classes != probe.classes:
+            raise DataError(f"{root}: classes {loaded.classes} differ from the training classes {probe.classes}")
+        return loaded
+
+    train = folder(roots[0])
+    classes = num_classes or len(probe.classes)
+    if len(probe.classes) > classes:
+        raise DataError(f"{path}: {len(probe.classes)} class folders but num_classes is {classes}")
+    if "train" not in split_dirs:
+        order = np.random.default_rng(seed).permutation(len(train)).tolist()
+        count = max(1, round(len(train) * val_fraction))
+        if 2 * count >= len(train):
+            raise DataError(f"{path}: {len(train)} images are too few to split into train/val/test")
+        return DataSplits(path.name, Subset(train, order[2 * count:]), Subset(train, order[:count]),
+                          Subset(train, order[count:2 * count]), classes, channels, size)
+    if "test" not in split_dirs:
+        raise DataError(f"{path}: has train/ but no test/ folder")
+    test = folder(split_dirs["test"])
+    if "val" in split_dirs:
+        val = folder(split_dirs["val"])
+    else:
+        order = np.random.default_rng(seed).permutation(len(train)).tolist()
+        count = max(1, round(len(train) * val_fraction))
+        train, val = Subset(train, order[count:]), Subset(train, order[:count])
+    return DataSplits(path.name, train, val, test, classes, channels, size)
+
+
+# ------------------------------------------------------------------------------- paper's data sets
+
+
+def _torchvision(name: str, root: Path, download: bool, size: tuple[int, int]) -> DataSplits:
+    from torchvision import datasets
+
+    classes = {"mnist": datasets.MNIST, "cluttered-mnist": datasets.MNIST,
+               "cifar10": datasets.CIFAR10, "cifar100": datasets.CIFAR100}[name]
+    try:
+        train = classes(str(root), train=True, download=download)
+        test = classes(str(root), train=False, download=download)
+    except RuntimeError as error:
+        hint = "" if download else "; pass --download (needs network) to fetch it"
+        raise DataError(f"{classes.__name__} is not under {root} ({error}){hint}") from None
+    except OSError as error:  # urllib's URLError and socket errors when downloading without network
+        raise DataError(f"could not download {classes.__name__} into {root}: {error}") from None
+    arrays = {"x_train": np.asarray(train.data), "y_train": np.asarray(train.targets),
+              "x_test": np.asarray(test.data), "y_test": np.asarray(test.targets)}
+    if name == "cluttered-mnist":
+        arrays = _clutter_mnist(arrays)
+    arrays.update(_hold_out(arrays["x_train"], arrays["y_train"], PAPER_VAL / len(arrays["x_train"]), 0, root))
+    return _from_arrays(name, arrays, len(train.classes), size, root / classes.__name__)
+
+
+def _clutter_mnist(arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """RAM's cluttered translated MNIST (60x60, four 8x8 fragments), clutter from the same split only."""
+    spec = ClutterSpec(canvas_size=60, digit_size=28, num_clutter=4, fragment_size=8)
+    out = {}
+    for offset, split in enumerate(("train", "test")):
+        digits = resize_digits(arrays[f"x_{split}"], spec.digit_size)
+        out[f"x_{split}"], out[f"y_{split}"] = generate_cluttered(digits, arrays[f"y_{split}"], len(digits), spec,
+                                                                  seed=offset + 1)
+    return out
+
+
+# ------------------------------------------------------------------------------------------ batches
+
+
+def batches(
+    dataset: Dataset,
+    batch_size: int,
+    shuffle: bool = False,
+    seed: int = 0,
+    rank: int = 0,
+    world_size: int = 1,
+    num_workers: int = 0,
+    pin_memory: bool = False,
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Yield ``(images (B, C, H, W) float32, labels (B,) int64)`` over this rank's share of ``dataset``.
+
+    The order is a permutation seeded by ``seed`` (pass e.g. ``seed + epoch``), identical on every
+    rank; rank ``r`` of ``world_size`` takes every ``world_size``-th index. When shuffling (training),
+    the order is padded by repetition so that every rank gets the same number of batches.
+    """
+    order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed)) if shuffle \
+        else torch.arange(len(dataset))
+    if shuffle and world_size > 1 and len(order) % world_size:
+        order = torch.cat([order, order[: world_size - len(order) % world_size]])
+    order = order[rank::world_size]
+    if isinstance(dataset, TensorImages):
+        for start in range(0, len(order), batch_size):
+            images, labels = dataset.batch(order[start:start + batch_size])
+            yield (images.pin_memory(), labels.pin_memory()) if pin_memory else (images, labels)
+        return
+    loader = DataLoader(Subset(dataset, order.tolist()), batch_size=batch_size, num_workers=num_workers,
+                        pin_memory=pin_memory, persistent_workers=False)
+    for images, labels in loader:
+        yield images, labels.long()
+
+
+def num_batches(dataset: Dataset, batch_size: int, shuffle: bool = False, world_size: int = 1) -> int:
+    """How many batches :func:`batches` yields on one rank (for progress bars)."""
+    size = len(dataset)
+    per_rank = -(-size // world_size) if shuffle else size // world_size + (1 if size % world_size else 0)
+    return -(-per_rank // batch_size)
