@@ -1,0 +1,255 @@
+"""The GDRAM family: ``GDRAM`` (every attention variant), ``CNNBaseline`` and their ``GlimpseResult``.
+
+One forward pass (eq. 1-16 of Gaussian RAM, ICCAS 2020), for t = 0 .. T-1:
+
+1. the emission network, on the upper core's state, moves the eye: l_0 = clip(a_0) from the
+   context-initialised core, then l_{t+1} = clip(l_t + m * Δl_t) (eq. 9, l_t detached), with m
+   half the largest scale's normalised width and the clip keeping the smallest scale inside
+   the image;
+2. the retina takes a multi-scale glimpse at l_t, the glimpse network encodes it with l_t;
+3. the lower core reads it, the upper core reads the lower core's h;
+4. the prediction network gives step logits from the lower core, the baseline network b_t;
+5. the weight of glimpse t is 1 for t = 0, else the uncertainty weight of the move that placed it.
+
+The final logits are the weighted average of the step logits (eq. 16). The forward makes no
+host-device synchronisation and creates no CPU tensor, except F-GDRAM's stopping check.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+from torch import nn
+
+from gdram.config import GDRAMConfig
+from gdram.networks import (
+    BaselineNetwork,
+    ContextNetwork,
+    CoreNetwork,
+    EmissionNetwork,
+    GlimpseNetwork,
+    PredictionNetwork,
+    uncertainty_weight,
+)
+from gdram_ext import RetinaGlimpse
+
+FAST_THRESHOLD = 0.5  # F-GDRAM stops once two consecutive weights are below this
+
+
+class GlimpseResult(NamedTuple):
+    """What a GDRAM-family forward returns (T steps, B samples, K classes).
+
+    Attributes:
+        logits: (B, K) the final prediction, sum_t w_t * step_logits_t / sum_t w_t (eq. 16).
+        step_logits: (T, B, K) the prediction network's logits after each glimpse.
+        locations: (T, B, 2) centre (x, y) in [-1, 1] of each glimpse.
+        log_probs: (T, B) log-probability of the move that placed glimpse t (for t = 0, of the
+            initial location's emission).
+        baselines: (T, B) the reward baseline after glimpse t, in (0, 1).
+        weights: (T, B) weight of glimpse t: 1 for t = 0, else from the sigma of the move that
+            placed it; in (0, 1]. With ``fast=True``, 0 for the steps a sample no longer uses.
+        sigmas: (T, B, 2) standard deviation of the move that placed glimpse t.
+        glimpses_used: (B,) int64, glimpses that count in ``logits`` (T unless ``fast=True``).
+
+    With ``fast=True`` the batch keeps running until every sample has stopped, so a finished
+    sample's later entries in ``step_logits``, ``locations``, ``log_probs``, ``baselines`` and
+    ``sigmas`` hold that ignored continuation; its ``weights`` there are 0 and its ``logits``
+    are those at its stop. Mask with ``weights > 0`` or ``glimpses_used``.
+
+    ``CNNBaseline`` looks once at the whole image (T = 1: weight 1, centre location, zero sigma)
+    and makes no move, so its ``log_probs`` and ``baselines`` have shape (0, B).
+    """
+
+    logits: torch.Tensor
+    step_logits: torch.Tensor
+    locations: torch.Tensor
+    log_probs: torch.Tensor
+    baselines: torch.Tensor
+    weights: torch.Tensor
+    sigmas: torch.Tensor
+    glimpses_used: torch.Tensor
+
+
+def check_images(images: torch.Tensor, config: GDRAMConfig) -> None:
+    """Raise ``TypeError``/``ValueError`` unless ``images`` is a float (B, C, H, W) batch matching ``config``."""
+    if not isinstance(images, torch.Tensor):
+        raise TypeError(f"images must be a torch.Tensor, got {type(images).__name__}")
+    if not images.is_floating_point():
+        raise TypeError(f"images must have a floating dtype, got {images.dtype}")
+    expected = (config.in_channels, *config.image_hw)
+    if images.dim() != 4 or tuple(images.shape[1:]) != expected:
+        raise ValueError(f"images must have shape (B, {', '.join(map(str, expected))}), got {tuple(images.shape)}")
+    if images.shape[0] < 1:
+        raise ValueError("images must hold at least one sample")
+
+
+class GDRAM(nn.Module):
+    """Gaussian Deep Recurrent Attention Model and its ablations (``config.variant``).
+
+    ``GDRAM(GDRAMConfig(num_classes=10))`` is the paper's model (1,134,799 parameters).
+    ``forward(images (B, C, H, W), fast=False) -> GlimpseResult``; ``fast=True`` (evaluation
+    only) is F-GDRAM: a sample stops after the first glimpse t >= 2 whose weight and its
+    predecessor's are both below 0.5, and the loop ends once every sample has stopped (this
+    check is the forward's only host-device synchronisation).
+
+    ``retina`` (``forward(images, locations (B, 2)) -> (B, S*C, g, g)``) may be replaced by any
+    module with the same contract.
+    """
+
+    def __init__(self, config: GDRAMConfig | None = None) -> None:
+        super().__init__()
+        config = GDRAMConfig() if config is None else config
+        spec = config.spec
+        self.config = config
+        hidden = config.hidden_size
+        self.retina = RetinaGlimpse(
+            config.glimpse_size, config.num_scales, config.scale_factor, config.retina_mode, config.retina_base_size
+        )
+        self.glimpse = GlimpseNetwork(
+            config.num_scales * config.in_channels, config.glimpse_size, config.glimpse_channels, hidden
+        )
+        self.lower_core = CoreNetwork(hidden, hidden)
+        self.upper_core = CoreNetwork(hidden, hidden) if spec.two_cores else None
+        self.context = None
+        if spec.two_cores:
+            self.context = ContextNetwork(
+                config.in_channels, config.glimpse_size, config.context_channels, hidden, config.context_mode
+            )
+        self.emission = EmissionNetwork(hidden, config.mlp_hidden_size, spec.learned_sigma, config.fixed_sigma)
+        self.prediction = PredictionNetwork(hidden, config.mlp_hidden_size, config.num_classes)
+        self.baseline = BaselineNetwork(hidden * (2 if spec.two_cores else 1), config.mlp_hidden_size)
+        height, width = config.image_hw
+        # Half the smallest scale's width, normalised to [-1, 1], per coordinate (x: W, y: H).
+        half_smallest = torch.tensor([config.glimpse_size / width, config.glimpse_size / height])
+        self.register_buffer("location_bound", 1.0 - half_smallest, persistent=False)
+        self.register_buffer(
+            "move_scale", half_smallest * config.scale_factor ** (config.num_scales - 1), persistent=False
+        )
+
+    def clip_location(self, location: torch.Tensor) -> torch.Tensor:
+        """Clip (B, 2) locations to [-1 + g', 1 - g'], g' half the smallest scale's normalised width."""
+        return torch.clamp(location, min=-self.location_bound, max=self.location_bound)
+
+    def move(self, location: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
+        """Eq. 9: the next (B, 2) location from the current one and the emission's action in [-1, 1].
+
+        Relative variants: l + m * Δl with m half the largest scale's normalised width, l detached;
+        absolute ones (RAM): the action itself. Both clipped by :meth:`clip_location`.
+        """
+        if self.config.spec.relative_moves:
+            return self.clip_location(location.detach() + self.move_scale * action)
+        return self.clip_location(action)
+
+    def forward(self, images: torch.Tensor, fast: bool = False) -> GlimpseResult:
+        check_images(images, self.config)
+        if fast and self.training:
+            raise ValueError("fast=True (F-GDRAM) is an evaluation mode: call model.eval() first")
+        spec = self.config.spec
+        batch = images.shape[0]
+        steps = self.config.num_glimpses
+        lower = (images.new_zeros(batch, self.config.hidden_size), images.new_zeros(batch, self.config.hidden_size))
+        upper = None
+        if self.context is not None:
+            upper = (self.context(images), images.new_zeros(batch, self.config.hidden_size))
+        action, log_prob, sigma = self.emission(lower[0] if upper is None else upper[0])
+        location = self.clip_location(action)
+        weight = images.new_ones(batch)
+        active = torch.ones(batch, dtype=torch.bool, device=images.device) if fast else None
+        used = torch.zeros(batch, dtype=torch.int64, device=images.device)
+        previous_weight = weight
+        outputs: dict[str, list[torch.Tensor]] = {name: [] for name in GlimpseResult._fields[1:7]}
+        for t in range(steps):
+            glimpse = self.retina(images, location.detach())
+            z = self.glimpse(glimpse, location.detach())
+            lower = self.lower_core(z, lower)
+            if upper is not None:
+                upper = self.upper_core(lower[0], upper)
+                state = torch.cat((lower[0], upper[0]), dim=1)
+            else:
+                state = lower[0]
+            outputs["step_logits"].append(self.prediction(lower[0]))
+            outputs["locations"].append(location)
+            outputs["log_probs"].append(log_prob)
+            outputs["baselines"].append(self.baseline(state))
+            outputs["sigmas"].append(sigma)
+            if active is None:
+                outputs["weights"].append(weight)
+            else:
+                outputs["weights"].append(weight * active)
+                used = used + active
+                low = (weight < FAST_THRESHOLD) & (previous_weight < FAST_THRESHOLD)
+                active = active & ~low
+                if t >= 2 and t + 1 < steps and not bool(active.any()):  # the documented sync
+                    break
+            if t + 1 < steps:
+                action, log_prob, sigma = self.emission(lower[0] if upper is None else upper[0])
+                location = self.move(location, action)
+                previous_weight = weight
+                weight = uncertainty_weight(sigma) if spec.learned_sigma else torch.ones_like(weight)
+        stacked = {name: torch.stack(values) for name, values in outputs.items()}
+        weights = stacked["weights"]
+        logits = (weights.unsqueeze(2) * stacked["step_logits"]).sum(0) / weights.sum(0).unsqueeze(1)
+        if active is None:
+            used = torch.full((batch,), steps, dtype=torch.int64, device=images.device)
+        return GlimpseResult(logits=logits, glimpses_used=used, **stacked)
+
+
+class CNNBaseline(nn.Module):
+    """The paper's non-attentive baseline: a 2-layer CNN on the whole image, about GDRAM's size.
+
+    Two 3x3 conv + BatchNorm + ReLU + 2x2 max-pool layers (``glimpse_channels``), adaptive
+    average pooling to ``cnn_pool_size`` squared, Linear + ReLU to N, then the prediction network.
+    ``forward(images (B, C, H, W), fast=False) -> GlimpseResult`` with T = 1 (see there); ``fast``
+    is accepted for interface parity and changes nothing.
+    """
+
+    def __init__(self, config: GDRAMConfig | None = None) -> None:
+        super().__init__()
+        config = GDRAMConfig(variant="cnn") if config is None else config
+        self.config = config
+        first, second = config.glimpse_channels
+        pool = config.cnn_pool_size
+        self.features = nn.Sequential(
+            nn.Conv2d(config.in_channels, first, kernel_size=3, padding=1),
+            nn.BatchNorm2d(first),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Conv2d(first, second, kernel_size=3, padding=1),
+            nn.BatchNorm2d(second),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.AdaptiveAvgPool2d(pool),
+            nn.Flatten(),
+            nn.Linear(second * pool * pool, config.hidden_size),
+            nn.ReLU(),
+        )
+        self.prediction = PredictionNetwork(config.hidden_size, config.mlp_hidden_size, config.num_classes)
+
+    def forward(self, images: torch.Tensor, fast: bool = False) -> GlimpseResult:
+        check_images(images, self.config)
+        logits = self.prediction(self.features(images))
+        batch = images.shape[0]
+        return GlimpseResult(
+            logits=logits,
+            step_logits=logits.unsqueeze(0),
+            locations=images.new_zeros(1, batch, 2),
+            log_probs=images.new_zeros(0, batch),
+            baselines=images.new_zeros(0, batch),
+            weights=images.new_ones(1, batch),
+            sigmas=images.new_zeros(1, batch, 2),
+            glimpses_used=torch.ones(batch, dtype=torch.int64, device=images.device),
+        )
+
+
+def create_model(config: GDRAMConfig) -> GDRAM | CNNBaseline:
+    """The model of ``config.variant``: ``CNNBaseline`` for ``"cnn"``, else ``GDRAM``."""
+    if config.variant == "cnn":
+        return CNNBaseline(config)
+    return GDRAM(config)
+
+
+def count_parameters(model: nn.Module) -> int:
+    """Number of parameters (trainable or not) of ``model``."""
+    return sum(parameter.numel() for parameter in model.parameters())
+

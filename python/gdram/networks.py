@@ -1,0 +1,167 @@
+"""The networks of Gaussian RAM (ICCAS 2020), one ``nn.Module`` each; :mod:`gdram.model` wires them.
+
+Shapes: B batch, C image channels, S retina scales, g glimpse size, N hidden size, K classes.
+Locations are (x, y) in [-1, 1] image coordinates (the retina op's convention).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+SIGMA_LOW = math.exp(-0.5)  # sigma = exp(tanh(.) / 2) lies in (e^-1/2, e^1/2) (eq. 11)
+SIGMA_HIGH = math.exp(0.5)
+LOG_SQRT_2PI = 0.5 * math.log(2 * math.pi)
+
+
+class GlimpseNetwork(nn.Module):
+    """Eq. 4: z_t = ReLU(z_image * z_loc), the glimpse feature.
+
+    z_image = FC(CNN(retina glimpse)): two 3x3 conv + BatchNorm + ReLU + 2x2 max-pool layers
+    (``channels``), flattened, then a linear layer to N. z_loc = Linear(ReLU(Linear(l))), N wide.
+
+    ``forward(glimpse (B, S*C, g, g), location (B, 2)) -> (B, N)``.
+    """
+
+    def __init__(self, in_channels: int, glimpse_size: int, channels: tuple[int, int], hidden_size: int) -> None:
+        super().__init__()
+        first, second = channels
+        self.image_cnn = nn.Sequential(
+            nn.Conv2d(in_channels, first, kernel_size=3, padding=1),
+            nn.BatchNorm2d(first),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Conv2d(first, second, kernel_size=3, padding=1),
+            nn.BatchNorm2d(second),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+        )
+        pooled = glimpse_size // 2 // 2
+        self.image_fc = nn.Linear(second * pooled * pooled, hidden_size)
+        self.location_mlp = nn.Sequential(nn.Linear(2, hidden_size), nn.ReLU(), nn.Linear(hidden_size, hidden_size))
+
+    def forward(self, glimpse: torch.Tensor, location: torch.Tensor) -> torch.Tensor:
+        z_image = self.image_fc(self.image_cnn(glimpse).flatten(1))
+        z_location = self.location_mlp(location)
+        return F.relu(z_image * z_location)
+
+
+class CoreNetwork(nn.Module):
+    """Eq. 5-6: one LSTM core, (h_t, c_t) = LSTM(x_t, (h_{t-1}, c_{t-1})).
+
+    The lower core takes z_t, the upper core the lower core's h_t.
+    ``forward(x (B, I), state ((B, N), (B, N))) -> ((B, N), (B, N))``.
+    """
+
+    def __init__(self, input_size: int, hidden_size: int) -> None:
+        super().__init__()
+        self.cell = nn.LSTMCell(input_size, hidden_size)
+
+    def forward(self, x: torch.Tensor, state: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.cell(x, state)
+
+
+class ContextNetwork(nn.Module):
+    """The upper core's initial hidden state h2_0 from the whole image, as in DRAM.
+
+    The image is resized to g x g (``mode``), then two 3x3 conv + ReLU + 2x2 max-pool layers
+    and a linear layer to N. ``forward(images (B, C, H, W)) -> (B, N)``.
+    """
+
+    def __init__(self, in_channels: int, glimpse_size: int, channels: int, hidden_size: int, mode: str) -> None:
+        super().__init__()
+        self.glimpse_size = glimpse_size
+        self.mode = mode
+        self.features = nn.Sequential(
+            nn.Conv2d(in_channels, channels, kernel_size=3, padding=1),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Conv2d(channels, channels, kernel_size=3, padding=1),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+        )
+        pooled = glimpse_size // 2 // 2
+        self.fc = nn.Linear(channels * pooled * pooled, hidden_size)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        size = (self.glimpse_size, self.glimpse_size)
+        if self.mode == "area":
+            small = F.adaptive_avg_pool2d(images, size)
+        elif self.mode == "bilinear":
+            small = F.interpolate(images, size=size, mode="bilinear", align_corners=False)
+        else:
+            small = F.interpolate(images, size=size, mode="nearest")
+        return self.fc(self.features(small).flatten(1))
+
+
+class EmissionNetwork(nn.Module):
+    """Eq. 7 and 11: the location policy pi(Δl | h) = N(mu, sigma^2) on the (detached) core state.
+
+    u = ReLU(BatchNorm(Linear(h))); mu = tanh(Linear(u)); log sigma^2 = tanh(Linear(u)) when
+    ``learned_sigma``, else sigma = ``fixed_sigma``. In training the action is sampled and
+    clipped to [-1, 1]; in evaluation it is mu. ``log_prob`` is the log-density of the action
+    taken, summed over (x, y).
+
+    ``forward(h (B, N)) -> (action (B, 2), log_prob (B,), sigma (B, 2))``; only ``log_prob``
+    carries gradients (to mu and sigma).
+    """
+
+    def __init__(self, input_size: int, hidden_size: int, learned_sigma: bool, fixed_sigma: float) -> None:
+        super().__init__()
+        self.hidden = nn.Sequential(nn.Linear(input_size, hidden_size), nn.BatchNorm1d(hidden_size), nn.ReLU())
+        self.mu = nn.Linear(hidden_size, 2)
+        self.log_var = nn.Linear(hidden_size, 2) if learned_sigma else None
+        self.fixed_sigma = fixed_sigma
+
+    def forward(self, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        u = self.hidden(h.detach())
+        mu = torch.tanh(self.mu(u))
+        if self.log_var is None:
+            sigma = torch.full_like(mu, self.fixed_sigma)
+        else:
+            sigma = torch.exp(0.5 * torch.tanh(self.log_var(u)))
+        action = mu + sigma * torch.randn_like(mu) if self.training else mu
+        action = action.clamp(-1.0, 1.0).detach()
+        log_prob = -(((action - mu) / sigma) ** 2 / 2 + torch.log(sigma) + LOG_SQRT_2PI)
+        return action, log_prob.sum(dim=1), sigma
+
+
+class PredictionNetwork(nn.Module):
+    """Eq. 10: per-step class logits from the lower core, Linear(ReLU(Linear(h1))).
+
+    ``forward(h1 (B, N)) -> (B, K)``.
+    """
+
+    def __init__(self, input_size: int, hidden_size: int, num_classes: int) -> None:
+        super().__init__()
+        self.mlp = nn.Sequential(nn.Linear(input_size, hidden_size), nn.ReLU(), nn.Linear(hidden_size, num_classes))
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        return self.mlp(h)
+
+
+class BaselineNetwork(nn.Module):
+    """Eq. 19-21: the reward baseline b_t = sigmoid(Linear(Linear(h))) on the detached core states.
+
+    As in the published implementation, the two layers have no nonlinearity between them.
+    ``forward(h (B, I)) -> (B,)`` in (0, 1); its input is detached, so only the baseline loss trains it.
+    """
+
+    def __init__(self, input_size: int, hidden_size: int) -> None:
+        super().__init__()
+        self.mlp = nn.Sequential(nn.Linear(input_size, hidden_size), nn.Linear(hidden_size, 1))
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(self.mlp(h.detach())).squeeze(1)
+
+
+def uncertainty_weight(sigma: torch.Tensor) -> torch.Tensor:
+    """Eq. 12-15: w = 1 - mean over (x, y) of (sigma - e^-1/2) / (e^1/2 - e^-1/2).
+
+    ``sigma (B, 2)`` in (e^-1/2, e^1/2) -> ``(B,)`` in (0, 1); a confident move weighs more.
+    """
+    normalised = (sigma - SIGMA_LOW) / (SIGMA_HIGH - SIGMA_LOW)
+    return 1.0 - normalised.mean(dim=1)
