@@ -59,7 +59,8 @@ def naive_crop(
     It equals the fused op where the squares are pixel-aligned (integer sides and edges), with
     ``side_i >= size`` for ``bilinear`` (so ``F.interpolate`` never clamps at the crop's border),
     and ``side_i`` a multiple of ``size`` for ``area`` (so the avg-pool cells are whole pixels).
-    Each image is padded once with zeros by the largest square, so centres in ``[-1, 1]`` fit.
+    Each image is padded once with zeros by half the largest square plus a pixel, enough for any
+    centre in ``[-1, 1]``.
     Differentiable with respect to images only (the crop positions are integers).
 
     Returns:
@@ -68,7 +69,7 @@ def naive_crop(
     _require_mode("naive_crop", mode, ("bilinear", "area"))
     height, width = images.shape[-2:]
     sides = [round(side) for side in reference.scale_sides(size, num_scales, scale_factor, base_size)]
-    margin = max(sides)
+    margin = max(sides) // 2 + 1
     crops: list[list[torch.Tensor]] = [[] for _ in sides]
     for image, (x, y) in zip(images, locations.tolist(), strict=True):
         padded = F.pad(image, (margin, margin, margin, margin))

@@ -120,7 +120,8 @@ def test_coverage_einsum_equals_fused_area_with_the_same_gradients(case):
 @pytest.mark.parametrize("case", ALIGNED_CASES)
 def test_naive_crop_equals_fused_on_pixel_aligned_squares_even_across_the_border(mode, case):
     size, num_scales, scale_factor, base_size, height, width = case
-    images, locations = _images(6, height, width), _aligned_locations(6, height, width)
+    corners = torch.tensor([[-1.0, -1.0], [1.0, 1.0], [-1.0, 1.0]])
+    images, locations = _images(8, height, width), torch.cat([_aligned_locations(5, height, width), corners])
     expected = retina_glimpse(images, locations, size, num_scales, scale_factor, mode, base_size)
     got = naive_crop(images, locations, size, num_scales, scale_factor, mode, base_size)
     torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-6)
