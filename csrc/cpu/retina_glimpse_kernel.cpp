@@ -1,7 +1,7 @@
 // CPU kernels of gdram_ext::retina_glimpse.
 //
 // Forward: one at::parallel_for over (sample, scale) pairs; each task computes its cells'
-// bilinear taps once, then every channel's size x size cells.
+// bilinear taps (offsets and weights) or area coverages once, then every channel's cells.
 // Backward: one at::parallel_for over (sample, channel) image planes. A task is the only
 // writer of its plane of the images' gradient and of its own partial location gradient, and
 // the partials are summed over channels in a fixed order afterwards: the CPU backward is
@@ -16,7 +16,13 @@
 #include <torch/library.h>
 
 #include <algorithm>
+#include <type_traits>
+#include <utility>
 #include <vector>
+
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
 
 namespace gdram_ext {
 namespace {
@@ -32,6 +38,136 @@ void build_taps(std::vector<Taps>& taps, double start, double cell, int64_t size
   for (int64_t k = 0; k < size; ++k) taps[k] = bilinear_taps(start + (static_cast<double>(k) + 0.5) * cell, extent);
 }
 
+// The bilinear taps of one axis in the accumulation type, as element offsets along that axis.
+// A tap outside the image has its offset clamped to the image and is masked out, never summed.
+template <typename acc_t>
+struct AxisTaps {
+  int64_t offset0, offset1;
+  acc_t weight0, weight1;
+  bool valid0, valid1;
+};
+
+template <typename acc_t>
+void build_axis_taps(std::vector<AxisTaps<acc_t>>& out, const std::vector<Taps>& taps, int64_t stride) {
+  out.resize(taps.size());
+  for (size_t k = 0; k < taps.size(); ++k) {
+    const Taps& t = taps[k];
+    out[k] = AxisTaps<acc_t>{
+        t.valid0 ? t.index * stride : 0,
+        t.valid1 ? (t.index + 1) * stride : 0,
+        acc_t(t.weight0),
+        acc_t(t.weight1),
+        t.valid0,
+        t.valid1};
+  }
+}
+
+// Bilinear sample of every channel at taps (ty, tx): channel ch is written to out[ch * cells].
+template <typename scalar_t, typename acc_t, bool interior>
+inline void bilinear_channels(
+    const scalar_t* sample,
+    int64_t stride_c,
+    int64_t channels,
+    const AxisTaps<acc_t>& ty,
+    const AxisTaps<acc_t>& tx,
+    scalar_t* out,
+    int64_t cells) {
+  const int64_t o00 = ty.offset0 + tx.offset0, o01 = ty.offset0 + tx.offset1;
+  const int64_t o10 = ty.offset1 + tx.offset0, o11 = ty.offset1 + tx.offset1;
+  const acc_t w00 = ty.weight0 * tx.weight0, w01 = ty.weight0 * tx.weight1;
+  const acc_t w10 = ty.weight1 * tx.weight0, w11 = ty.weight1 * tx.weight1;
+  for (int64_t ch = 0; ch < channels; ++ch) {
+    const scalar_t* plane = sample + ch * stride_c;
+    acc_t value;
+    if constexpr (interior) {
+      value = w00 * acc_t(plane[o00]) + w01 * acc_t(plane[o01]) + w10 * acc_t(plane[o10]) + w11 * acc_t(plane[o11]);
+    } else {
+      value = acc_t(0);
+      if (ty.valid0 && tx.valid0) value += w00 * acc_t(plane[o00]);
+      if (ty.valid0 && tx.valid1) value += w01 * acc_t(plane[o01]);
+      if (ty.valid1 && tx.valid0) value += w10 * acc_t(plane[o10]);
+      if (ty.valid1 && tx.valid1) value += w11 * acc_t(plane[o11]);
+    }
+    out[ch * cells] = static_cast<scalar_t>(value);
+  }
+}
+
+#if defined(__SSE2__)
+// float, unit stride along x, all four taps inside: each source row's two taps are one 64-bit
+// load, and the four products are summed in one SSE register.
+inline void bilinear_channels_sse(
+    const float* sample,
+    int64_t stride_c,
+    int64_t channels,
+    const AxisTaps<float>& ty,
+    const AxisTaps<float>& tx,
+    float* out,
+    int64_t cells) {
+  const int64_t o0 = ty.offset0 + tx.offset0, o1 = ty.offset1 + tx.offset0;
+  const __m128 weights = _mm_setr_ps(
+      ty.weight0 * tx.weight0, ty.weight0 * tx.weight1, ty.weight1 * tx.weight0, ty.weight1 * tx.weight1);
+  for (int64_t ch = 0; ch < channels; ++ch) {
+    const float* plane = sample + ch * stride_c;
+    const __m128 top = _mm_castpd_ps(_mm_load_sd(reinterpret_cast<const double*>(plane + o0)));
+    const __m128 taps = _mm_loadh_pi(top, reinterpret_cast<const __m64*>(plane + o1));
+    const __m128 products = _mm_mul_ps(taps, weights);
+    const __m128 pairs = _mm_add_ps(products, _mm_movehl_ps(products, products));
+    out[ch * cells] = _mm_cvtss_f32(_mm_add_ss(pairs, _mm_shuffle_ps(pairs, pairs, 1)));
+  }
+}
+#endif
+
+// First and one-past-last index of the run of taps whose two pixels are both inside the image
+// (taps move monotonically along an axis, so the inside ones form one run).
+template <typename acc_t>
+std::pair<int64_t, int64_t> interior_run(const std::vector<AxisTaps<acc_t>>& taps) {
+  const int64_t n = static_cast<int64_t>(taps.size());
+  int64_t first = 0;
+  while (first < n && !(taps[first].valid0 && taps[first].valid1)) ++first;
+  int64_t last = first;
+  while (last < n && taps[last].valid0 && taps[last].valid1) ++last;
+  return {first, last};
+}
+
+// The cells of one scale along one axis, for area mode: cell k covers pixels
+// [first[k], first[k] + count[k]) with the coverages coverage[offset[k] ...], each a fraction
+// of the cell's side (so that the products of both axes' coverages average the image).
+template <typename acc_t>
+struct AreaAxis {
+  std::vector<int64_t> first, count, offset;
+  std::vector<acc_t> coverage;
+
+  void build(double start, double cell, int64_t size, int64_t extent) {
+    first.resize(size);
+    count.resize(size);
+    offset.resize(size);
+    coverage.clear();
+    for (int64_t k = 0; k < size; ++k) {
+      const double cell_start = start + static_cast<double>(k) * cell;
+      const Span span = area_span(cell_start, cell, extent);
+      first[k] = span.first;
+      count[k] = span.last - span.first;
+      offset[k] = static_cast<int64_t>(coverage.size());
+      for (int64_t i = span.first; i < span.last; ++i) {
+        coverage.push_back(acc_t(area_overlap(cell_start, cell, i) / cell));
+      }
+    }
+  }
+  // Pixels [lo, hi) that some cell covers (cells are laid out in increasing order).
+  int64_t lo() const {
+    for (size_t k = 0; k < count.size(); ++k) {
+      if (count[k] > 0) return first[k];
+    }
+    return 0;
+  }
+  int64_t hi() const {
+    for (size_t k = count.size(); k-- > 0;) {
+      if (count[k] > 0) return first[k] + count[k];
+    }
+    return 0;
+  }
+};
+
 template <typename scalar_t>
 void forward_kernel(const at::Tensor& images, const at::Tensor& locations, at::Tensor& output, const Glimpse& glimpse) {
   using acc_t = at::opmath_type<scalar_t>;
@@ -45,24 +181,65 @@ void forward_kernel(const at::Tensor& images, const at::Tensor& locations, at::T
 
   at::parallel_for(0, batch * scales, grain, [&](int64_t begin, int64_t end) {
     std::vector<Taps> taps_x, taps_y;
+    std::vector<AxisTaps<acc_t>> axis_taps_x, axis_taps_y;
+    AreaAxis<acc_t> axis_x, axis_y;
+    std::vector<acc_t> rows;
     for (int64_t task = begin; task < end; ++task) {
       const int64_t b = task / scales, s = task % scales;
       const double side = glimpse.side(s), cell = side / static_cast<double>(size);
       const double start_x = glimpse_start(loc[2 * b], width, side);
       const double start_y = glimpse_start(loc[2 * b + 1], height, side);
+      scalar_t* out_scale = out_data + (b * scales + s) * channels * cells;
+      const scalar_t* sample = image_data + b * in.b;
       if (!glimpse.area) {
         build_taps(taps_x, start_x, cell, size, width);
         build_taps(taps_y, start_y, cell, size, height);
-      }
-      for (int64_t ch = 0; ch < channels; ++ch) {
-        const scalar_t* plane = image_data + b * in.b + ch * in.c;
-        scalar_t* out_plane = out_data + ((b * scales + s) * channels + ch) * cells;
+        build_axis_taps(axis_taps_x, taps_x, in.w);
+        build_axis_taps(axis_taps_y, taps_y, in.h);
+        const auto [x_first, x_last] = interior_run(axis_taps_x);
         for (int64_t r = 0; r < size; ++r) {
+          const AxisTaps<acc_t>& ty = axis_taps_y[r];
+          scalar_t* out_row = out_scale + r * size;
           for (int64_t c = 0; c < size; ++c) {
-            const acc_t value = glimpse.area
-                ? area_value<acc_t>(plane, in.h, in.w, AreaCell{start_x + c * cell, start_y + r * cell, cell, height, width})
-                : bilinear_value<acc_t>(plane, in.h, in.w, taps_y[r], taps_x[c]);
-            out_plane[r * size + c] = static_cast<scalar_t>(value);
+            if (ty.valid0 && ty.valid1 && c >= x_first && c < x_last) {
+#if defined(__SSE2__)
+              if constexpr (std::is_same_v<scalar_t, float>) {
+                if (in.w == 1) {
+                  bilinear_channels_sse(sample, in.c, channels, ty, axis_taps_x[c], out_row + c, cells);
+                  continue;
+                }
+              }
+#endif
+              bilinear_channels<scalar_t, acc_t, true>(sample, in.c, channels, ty, axis_taps_x[c], out_row + c, cells);
+            } else {
+              bilinear_channels<scalar_t, acc_t, false>(sample, in.c, channels, ty, axis_taps_x[c], out_row + c, cells);
+            }
+          }
+        }
+      } else {
+        // Separable: first the coverage-weighted sum of each cell row's image rows, then
+        // each cell's coverage-weighted sum along that.
+        axis_x.build(start_x, cell, size, width);
+        axis_y.build(start_y, cell, size, height);
+        const int64_t lo = axis_x.lo(), hi = axis_x.hi();
+        rows.resize(std::max<int64_t>(hi - lo, 1));
+        for (int64_t ch = 0; ch < channels; ++ch) {
+          const scalar_t* plane = sample + ch * in.c;
+          scalar_t* out_plane = out_scale + ch * cells;
+          for (int64_t r = 0; r < size; ++r) {
+            std::fill(rows.begin(), rows.end(), acc_t(0));
+            for (int64_t j = 0; j < axis_y.count[r]; ++j) {
+              const acc_t wy = axis_y.coverage[axis_y.offset[r] + j];
+              const scalar_t* row = plane + (axis_y.first[r] + j) * in.h;
+              for (int64_t x = lo; x < hi; ++x) rows[x - lo] += wy * acc_t(row[x * in.w]);
+            }
+            for (int64_t c = 0; c < size; ++c) {
+              const acc_t* wx = axis_x.coverage.data() + axis_x.offset[c];
+              const acc_t* values = rows.data() + (axis_x.first[c] - lo);
+              acc_t value = 0;
+              for (int64_t i = 0; i < axis_x.count[c]; ++i) value += wx[i] * values[i];
+              out_plane[r * size + c] = static_cast<scalar_t>(value);
+            }
           }
         }
       }
