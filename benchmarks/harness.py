@@ -1,0 +1,76 @@
+"""What a benchmark times and measures: implementations by name, synchronised calls, memory.
+
+GPU calls are followed by ``torch.cuda.synchronize()`` inside the timed function, so that the
+clock pytest-benchmark reads after a call includes the kernels it launched; every timed function
+is warmed up (compilation, allocator, first-call dispatch) before the clock starts.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+
+import torch
+
+from benchmarks.cases import FUSED_COMPILED
+from gdram_ext import retina_glimpse
+from gdram_ext.baselines import PEERS, GlimpseFn
+
+WARMUP_CALLS = 3
+THREADS_ENV = "GDRAM_BENCH_THREADS"
+
+
+def bench_threads() -> int:
+    """CPU threads the suite pins torch to: ``$GDRAM_BENCH_THREADS``, else every core this process may use."""
+    return int(os.environ.get(THREADS_ENV, len(os.sched_getaffinity(0))))
+
+
+def implementation(name: str) -> GlimpseFn:
+    """The glimpse function of a peer of :data:`gdram_ext.baselines.PEERS`, or ``fused_compiled``:
+    the fused op under ``torch.compile`` (a fresh compilation, so that the recompilation limit
+    never sends a case back to eager)."""
+    if name == FUSED_COMPILED:
+        torch.compiler.reset()
+        return torch.compile(retina_glimpse, fullgraph=True, dynamic=False)
+    return PEERS[name].fn
+
+
+def synchronised(call: Callable[[], object], device: str) -> Callable[[], None]:
+    """``call`` followed by a device synchronisation on CUDA, warmed up ``WARMUP_CALLS`` times."""
+
+    def run() -> None:
+        call()
+        if device == "cuda":
+            torch.cuda.synchronize()
+
+    for _ in range(WARMUP_CALLS):
+        run()
+    return run
+
+
+def retained_bytes(forward: Callable[[], torch.Tensor], inputs: tuple[torch.Tensor, ...]) -> int:
+    """Bytes that a forward keeps alive until its backward: the output plus every tensor saved for
+    backward (each storage counted once), leaving out the inputs' own storages (CPU measure)."""
+    storages: dict[int, int] = {}
+
+    def pack(tensor: torch.Tensor) -> torch.Tensor:
+        storage = tensor.untyped_storage()
+        storages[storage.data_ptr()] = storage.nbytes()
+        return tensor
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+        output = forward()
+    storages[output.untyped_storage().data_ptr()] = output.untyped_storage().nbytes()
+    for tensor in inputs:
+        storages.pop(tensor.untyped_storage().data_ptr(), None)
+    return sum(storages.values())
+
+
+def peak_cuda_bytes(run: Callable[[], None]) -> int:
+    """Peak CUDA memory allocated by ``run`` above what was allocated before it (GPU measure)."""
+    torch.cuda.synchronize()
+    torch.cuda.reset_peak_memory_stats()
+    before = torch.cuda.memory_allocated()
+    run()
+    torch.cuda.synchronize()
+    return torch.cuda.max_memory_allocated() - before
