@@ -105,8 +105,9 @@ class EmissionNetwork(nn.Module):
     clipped to [-1, 1]; in evaluation it is mu. ``log_prob`` is the log-density of the action
     taken, summed over (x, y).
 
-    ``forward(h (B, N)) -> (action (B, 2), log_prob (B,), sigma (B, 2))``; only ``log_prob``
-    carries gradients (to mu and sigma).
+    ``forward(h (B, N)) -> (action (B, 2), log_prob (B,), sigma (B, 2))``; the action carries no
+    gradient. ``sigma`` also feeds the step weights (eq. 12-16), so, as in the published
+    implementation, the classification loss trains the sigma head too.
     """
 
     def __init__(self, input_size: int, hidden_size: int, learned_sigma: bool, fixed_sigma: float) -> None:
