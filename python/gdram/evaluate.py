@@ -1,0 +1,174 @@
+"""Evaluation: loading a trained model, accuracy, glimpses used and latency.
+
+:func:`load_model` reads a gdram checkpoint (``best.pt``/``last.pt`` of a run) or one of the
+authors' published state dicts (through :func:`gdram.official.from_official`), never executing
+code from the file. :func:`evaluation_totals`/:func:`summarize` compute top-1/top-5 accuracy and
+mean glimpses (shared out over ranks by the trainer); :func:`measure_latency` times inference.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.data import Dataset
+
+from gdram.checkpoint import FORMAT, CheckpointError, load_state_file
+from gdram.config import GDRAMConfig
+from gdram.data import batches
+from gdram.model import GDRAM, create_model
+from gdram.networks import SIGMA_LOW
+from gdram.official import from_official
+
+POLICIES = ("learned", "random")
+
+
+class RandomEmission(nn.Module):
+    """A location policy that ignores what it saw: uniform moves in [-1, 1]^2, every glimpse weighted 1.
+
+    Replaces a GDRAM's emission network (same contract): ``forward(h (B, N)) -> (action (B, 2),
+    log_prob (B,) zeros, sigma (B, 2))``. With no parameters and a constant log-probability, the
+    REINFORCE term is 0 and only the glimpse, core, prediction and baseline networks learn.
+    """
+
+    def forward(self, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        batch = h.shape[0]
+        action = torch.rand(batch, 2, device=h.device, dtype=h.dtype) * 2 - 1
+        return action, h.new_zeros(batch), h.new_full((batch, 2), SIGMA_LOW)
+
+
+def build_model(config: GDRAMConfig, policy: str = "learned") -> nn.Module:
+    """``create_model(config)``, with the random location policy when ``policy == "random"``."""
+    model = create_model(config)
+    if policy == "random":
+        if not isinstance(model, GDRAM):
+            raise ValueError(f"the random location policy needs an attention variant, not {config.variant!r}")
+        model.emission = RandomEmission()
+    return model
+
+
+@dataclass
+class LoadedModel:
+    """A model ready for evaluation and where it came from.
+
+    Attributes:
+        model: the model, in eval mode, on the requested device.
+        kind: ``"gdram"`` (a gdram checkpoint) or ``"official"`` (a published state dict).
+        data: the data set description stored with a gdram checkpoint (``{"source": ...}``), or None.
+        policy: ``"learned"`` or ``"random"`` (the location policy it was trained with).
+        epoch: epochs it was trained for (gdram checkpoints), or None.
+    """
+
+    model: nn.Module
+    kind: str
+    data: dict[str, Any] | None
+    policy: str
+    epoch: int | None
+
+
+def load_model(path: str | Path, device: torch.device | str = "cpu", **official_overrides: Any) -> LoadedModel:
+    """Load a gdram checkpoint or a published GDRAM state dict from ``path``.
+
+    Args:
+        path: the checkpoint file.
+        device: where to put the model.
+        official_overrides: :class:`GDRAMConfig` fields for a published state dict (e.g. ``image_size``).
+
+    Raises:
+        CheckpointError: the file is missing, truncated, unsafe, or neither kind of checkpoint.
+    """
+    state = load_state_file(path)
+    if isinstance(state, dict) and state.get("format") == FORMAT:
+        policy = state.get("train", {}).get("policy", "learned")
+        try:
+            model = build_model(GDRAMConfig(**state["config"]), policy)
+            model.load_state_dict(state["model"])
+        except (KeyError, TypeError, ValueError, RuntimeError) as error:
+            raise CheckpointError(f"{path}: gdram checkpoint does not match its configuration: {error}") from None
+        return LoadedModel(model.to(device).eval(), "gdram", state.get("data"), policy, state.get("epoch"))
+    try:
+        model = from_official(state, **official_overrides)
+    except (KeyError, TypeError, ValueError) as error:
+        raise CheckpointError(f"{path}: neither a gdram checkpoint nor a published GDRAM state dict ({error})") \
+            from None
+    return LoadedModel(model.to(device).eval(), "official", None, "learned", None)
+
+
+@torch.no_grad()
+def evaluation_totals(
+    model: nn.Module,
+    dataset: Dataset,
+    batch_size: int = 256,
+    device: torch.device | str = "cpu",
+    fast: bool = False,
+    rank: int = 0,
+    world_size: int = 1,
+    amp: bool = False,
+    num_workers: int = 0,
+) -> torch.Tensor:
+    """Sums over this rank's share of ``dataset``: (5,) float64 cross-entropy, top-1 hits, top-5 hits,
+    glimpses used, images. Puts ``model`` in eval mode."""
+    model.eval()
+    device = torch.device(device)
+    totals = torch.zeros(5, dtype=torch.float64, device=device)
+    for images, labels in batches(dataset, batch_size, rank=rank, world_size=world_size, num_workers=num_workers):
+        images, labels = images.to(device), labels.to(device)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+            result = model(images, fast=fast)
+        logits = result.logits.float()
+        top = logits.topk(min(5, logits.shape[1]), dim=1).indices
+        totals += torch.stack([
+            nn.functional.cross_entropy(logits, labels, reduction="sum"),
+            (top[:, 0] == labels).sum().to(logits.dtype),
+            (top == labels[:, None]).any(1).sum().to(logits.dtype),
+            result.glimpses_used.sum().to(logits.dtype),
+            torch.tensor(float(len(labels)), device=device),
+        ]).double()
+    return totals.cpu()
+
+
+def summarize(totals: torch.Tensor) -> dict[str, float]:
+    """``loss``, ``top1``, ``top5``, ``mean_glimpses`` and ``n`` from :func:`evaluation_totals`' sums."""
+    count = max(float(totals[4]), 1.0)
+    return {"loss": float(totals[0]) / count, "top1": float(totals[1]) / count, "top5": float(totals[2]) / count,
+            "mean_glimpses": float(totals[3]) / count, "n": int(totals[4])}
+
+
+@torch.no_grad()
+def measure_latency(
+    model: nn.Module,
+    dataset: Dataset,
+    device: torch.device | str = "cpu",
+    fast: bool = False,
+    batch_size: int = 128,
+    repeats: int = 20,
+    warmup: int = 3,
+) -> dict[str, float]:
+    """Inference time per image, in milliseconds: ``latency_ms_batch1`` (one image at a time, median
+    of ``repeats``) and ``latency_ms_batched`` (a batch of ``batch_size``, median, divided by its size)."""
+    model.eval()
+    device = torch.device(device)
+    images, _ = next(batches(dataset, batch_size))
+    images = images.to(device)
+
+    def median_seconds(inputs: torch.Tensor, count: int) -> float:
+        times = []
+        for index in range(warmup + count):
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            start = time.perf_counter()
+            model(inputs, fast=fast)
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            if index >= warmup:
+                times.append(time.perf_counter() - start)
+        return sorted(times)[len(times) // 2]
+
+    single = median_seconds(images[:1], repeats)
+    batched = median_seconds(images, max(3, repeats // 4))
+    return {"latency_ms_batch1": single * 1e3, "latency_ms_batched": batched * 1e3 / len(images),
+            "latency_batch_size": len(images)}

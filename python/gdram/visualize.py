@@ -1,0 +1,142 @@
+"""Glimpse pictures: the trajectory of a GDRAM over its images, like Fig. 2 of the paper.
+
+Each tile shows an image with, for every glimpse t, the square covered by each retina scale, the
+path joining the glimpse centres (a dot per glimpse, its radius growing with the glimpse's weight
+w_t, which is printed beside it), and a caption ``label -> prediction``. A correct prediction is
+drawn in green, a wrong one in red. :func:`draw_grid` makes one PNG-ready image of all tiles;
+:func:`draw_frames` makes one frame per glimpse for an animated GIF (:func:`save_picture`).
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import torch
+from PIL import Image, ImageDraw, ImageFont
+
+from gdram.model import GDRAM
+
+CORRECT = (40, 220, 60)
+WRONG = (235, 50, 50)
+PATH = (255, 220, 0)
+
+
+def glimpse_sides(model: GDRAM) -> list[float]:
+    """Side, in pixels, of the square each retina scale covers (smallest first)."""
+    config = model.config
+    base = config.retina_base_size or float(config.glimpse_size)
+    return [base * config.scale_factor**scale for scale in range(config.num_scales)]
+
+
+@torch.no_grad()
+def trajectories(model: GDRAM, images: torch.Tensor, fast: bool = False) -> dict[str, torch.Tensor]:
+    """Run ``model`` (eval mode) on ``images`` (B, C, H, W) and return, on the CPU: ``locations``
+    (T, B, 2) in [-1, 1], ``weights`` (T, B), ``glimpses_used`` (B,), ``predictions`` (B,)."""
+    if not isinstance(model, GDRAM):
+        raise ValueError(f"only attention models have glimpses to draw, not {type(model).__name__}")
+    model.eval()
+    result = model(images, fast=fast)
+    return {"locations": result.locations.cpu(), "weights": result.weights.cpu(),
+            "glimpses_used": result.glimpses_used.cpu(), "predictions": result.logits.argmax(1).cpu()}
+
+
+def _to_pil(image: torch.Tensor, zoom: int) -> Image.Image:
+    """(C, H, W) float in [0, 1] -> RGB PIL image ``zoom`` times larger (nearest neighbour)."""
+    array = (image.clamp(0, 1) * 255).round().to(torch.uint8)
+    array = array.expand(3, -1, -1) if array.shape[0] == 1 else array[:3]
+    picture = Image.fromarray(array.permute(1, 2, 0).contiguous().numpy(), "RGB")
+    return picture.resize((picture.width * zoom, picture.height * zoom), Image.NEAREST)
+
+
+def draw_tile(
+    image: torch.Tensor,
+    locations: torch.Tensor,
+    weights: torch.Tensor,
+    sides: list[float],
+    label: int,
+    prediction: int,
+    steps: int,
+    zoom: int = 2,
+    class_names: list[str] | None = None,
+) -> Image.Image:
+    """One image (C, H, W) with its first ``steps`` glimpses (``locations`` (T, 2), ``weights`` (T,))."""
+    tile = _to_pil(image, zoom).convert("RGBA")
+    overlay = Image.new("RGBA", tile.size, (0, 0, 0, 0))
+    draw = ImageDraw.Draw(overlay)
+    height, width = image.shape[-2:]
+    colour = CORRECT if label == prediction else WRONG
+    centres = [((float(x) + 1) / 2 * width * zoom, (float(y) + 1) / 2 * height * zoom) for x, y in locations[:steps]]
+    for t, (cx, cy) in enumerate(centres):
+        alpha = int(90 + 165 * (t + 1) / len(centres))
+        for side in sides:
+            half = side * zoom / 2
+            draw.rectangle((cx - half, cy - half, cx + half, cy + half), outline=(*colour, alpha), width=1)
+    if len(centres) > 1:
+        draw.line(centres, fill=(*PATH, 255), width=2)
+    font = ImageFont.load_default()
+    for t, (cx, cy) in enumerate(centres):
+        radius = 1.5 + 3 * float(weights[t])
+        draw.ellipse((cx - radius, cy - radius, cx + radius, cy + radius), fill=(*PATH, 255))
+        draw.text((cx + radius + 1, cy - 5), f"{float(weights[t]):.2f}", fill=(255, 255, 255, 230), font=font)
+    names = class_names or [str(index) for index in range(max(label, prediction) + 1)]
+    draw.rectangle((0, 0, tile.width, 13), fill=(0, 0, 0, 170))
+    draw.text((3, 1), f"{names[label]} -> {names[prediction]}", fill=(*colour, 255), font=font)
+    return Image.alpha_composite(tile, overlay).convert("RGB")
+
+
+def _grid(tiles: list[Image.Image], columns: int, gap: int = 4) -> Image.Image:
+    rows = math.ceil(len(tiles) / columns)
+    width, height = tiles[0].size
+    sheet = Image.new("RGB", (columns * width + (columns - 1) * gap, rows * height + (rows - 1) * gap), (60, 60, 60))
+    for index, tile in enumerate(tiles):
+        sheet.paste(tile, ((index % columns) * (width + gap), (index // columns) * (height + gap)))
+    return sheet
+
+
+def draw_frames(
+    model: GDRAM,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    fast: bool = False,
+    zoom: int = 2,
+    class_names: list[str] | None = None,
+) -> list[Image.Image]:
+    """Grids of ``images`` (B, C, H, W) with ``labels`` (B,): frame t shows glimpses 1..t (T frames)."""
+    found = trajectories(model, images, fast)
+    sides = glimpse_sides(model)
+    steps = found["locations"].shape[0]
+    columns = math.ceil(math.sqrt(len(images)))
+    frames = []
+    for shown in range(1, steps + 1):
+        tiles = [draw_tile(images[i].cpu(), found["locations"][:, i], found["weights"][:, i], sides, int(labels[i]),
+                           int(found["predictions"][i]), min(shown, int(found["glimpses_used"][i])), zoom, class_names)
+                 for i in range(len(images))]
+        frames.append(_grid(tiles, columns))
+    return frames
+
+
+def draw_grid(
+    model: GDRAM,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    fast: bool = False,
+    zoom: int = 2,
+    class_names: list[str] | None = None,
+) -> Image.Image:
+    """One grid of ``images`` (B, C, H, W) with every glimpse each image used."""
+    return draw_frames(model, images, labels, fast, zoom, class_names)[-1]
+
+
+def save_picture(frames: list[Image.Image], path: str | Path, frame_ms: int = 600) -> Path:
+    """Save the last frame as PNG, or every frame as a looping animated GIF (by ``path``'s suffix)."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix not in (".png", ".gif"):
+        raise ValueError(f"{path}: the picture must be a .png or .gif file")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if suffix == ".png":
+        frames[-1].save(path, optimize=True)
+    else:
+        frames[0].save(path, save_all=True, append_images=frames[1:], duration=frame_ms, loop=0, optimize=True)
+    return path
