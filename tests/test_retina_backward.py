@@ -27,8 +27,9 @@ def random_locations(batch: int, low: float, high: float, dtype: torch.dtype = t
 
 def grads(fn, images: torch.Tensor, locations: torch.Tensor, grad_output: torch.Tensor | None = None, **kwargs):
     """(output, d images, d locations) of ``fn`` for fresh leaves copied from the inputs."""
-    images = images.detach().clone().requires_grad_()
-    locations = locations.detach().clone().requires_grad_()
+    # detach, not clone: a clone of a view with gaps would be made contiguous.
+    images = images.detach().requires_grad_()
+    locations = locations.detach().requires_grad_()
     out = fn(images, locations, **kwargs)
     if grad_output is None:
         grad_output = torch.randn(out.shape, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
@@ -223,8 +224,13 @@ def test_non_contiguous_images_give_the_same_gradients_as_contiguous(layout: str
     kwargs = {"size": 5, "num_scales": 3, "scale_factor": 1.5, "mode": mode, "base_size": 4.0}
     got = grads(retina_glimpse, images, locations, **kwargs)
     expected = grads(retina_glimpse, contiguous, locations, **kwargs)
-    for a, b in zip(got, expected, strict=True):
-        torch.testing.assert_close(a, b, atol=0, rtol=0)
+    assert got[1].shape == images.shape
+    # The same sums, possibly in another order (vectorised paths need unit strides): equal to
+    # within float32 rounding, relative to the largest gradient for the locations.
+    torch.testing.assert_close(got[0], expected[0], atol=2e-7, rtol=2e-7)
+    torch.testing.assert_close(got[1], expected[1], atol=1e-6, rtol=1e-6)
+    scale = expected[2].abs().max().item()
+    torch.testing.assert_close(got[2], expected[2], atol=1e-6 * scale, rtol=1e-6)
 
 
 def test_retina_glimpse_module_backpropagates_like_the_function() -> None:

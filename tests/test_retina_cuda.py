@@ -38,8 +38,9 @@ def layout(images: torch.Tensor, name: str) -> torch.Tensor:
 
 
 def forward_backward(images: torch.Tensor, locations: torch.Tensor, grad_output: torch.Tensor, **kwargs):
-    images = images.detach().clone().requires_grad_()
-    locations = locations.detach().clone().requires_grad_()
+    # detach, not clone: a clone of a view with gaps would be made contiguous.
+    images = images.detach().requires_grad_()
+    locations = locations.detach().requires_grad_()
     out = retina_glimpse(images, locations, **kwargs)
     grad_images, grad_locations = torch.autograd.grad(out, (images, locations), grad_output)
     return out, grad_images, grad_locations

@@ -345,7 +345,10 @@ def test_non_contiguous_images_give_the_same_result_as_contiguous(layout: str, d
     out = retina_glimpse(images, locations, 5, 3, 1.5, mode, 4.0)
     expected = retina_glimpse(images.contiguous(), locations, 5, 3, 1.5, mode, 4.0)
     assert out.is_contiguous()
-    torch.testing.assert_close(out, expected, atol=0, rtol=0)
+    # The same sums, possibly in another order (vectorised paths need unit strides): equal to
+    # within a couple of roundings of the dtype.
+    eps = torch.finfo(dtype).eps
+    torch.testing.assert_close(out, expected, atol=2 * eps, rtol=2 * eps)
 
 
 @pytest.mark.parametrize("mode", MODES)
