@@ -62,60 +62,16 @@ void build_axis_taps(std::vector<AxisTaps<acc_t>>& out, const std::vector<Taps>&
   }
 }
 
-// Bilinear sample of every channel at taps (ty, tx): channel ch is written to out[ch * cells].
-template <typename scalar_t, typename acc_t, bool interior>
-inline void bilinear_channels(
-    const scalar_t* sample,
-    int64_t stride_c,
-    int64_t channels,
-    const AxisTaps<acc_t>& ty,
-    const AxisTaps<acc_t>& tx,
-    scalar_t* out,
-    int64_t cells) {
-  const int64_t o00 = ty.offset0 + tx.offset0, o01 = ty.offset0 + tx.offset1;
-  const int64_t o10 = ty.offset1 + tx.offset0, o11 = ty.offset1 + tx.offset1;
-  const acc_t w00 = ty.weight0 * tx.weight0, w01 = ty.weight0 * tx.weight1;
-  const acc_t w10 = ty.weight1 * tx.weight0, w11 = ty.weight1 * tx.weight1;
-  for (int64_t ch = 0; ch < channels; ++ch) {
-    const scalar_t* plane = sample + ch * stride_c;
-    acc_t value;
-    if constexpr (interior) {
-      value = w00 * acc_t(plane[o00]) + w01 * acc_t(plane[o01]) + w10 * acc_t(plane[o10]) + w11 * acc_t(plane[o11]);
-    } else {
-      value = acc_t(0);
-      if (ty.valid0 && tx.valid0) value += w00 * acc_t(plane[o00]);
-      if (ty.valid0 && tx.valid1) value += w01 * acc_t(plane[o01]);
-      if (ty.valid1 && tx.valid0) value += w10 * acc_t(plane[o10]);
-      if (ty.valid1 && tx.valid1) value += w11 * acc_t(plane[o11]);
-    }
-    out[ch * cells] = static_cast<scalar_t>(value);
-  }
+// One bilinear cell of one image plane, any strides, taps possibly outside the image.
+template <typename scalar_t, typename acc_t>
+inline acc_t bilinear_cell(const scalar_t* plane, const AxisTaps<acc_t>& ty, const AxisTaps<acc_t>& tx) {
+  acc_t value = 0;
+  if (ty.valid0 && tx.valid0) value += ty.weight0 * tx.weight0 * acc_t(plane[ty.offset0 + tx.offset0]);
+  if (ty.valid0 && tx.valid1) value += ty.weight0 * tx.weight1 * acc_t(plane[ty.offset0 + tx.offset1]);
+  if (ty.valid1 && tx.valid0) value += ty.weight1 * tx.weight0 * acc_t(plane[ty.offset1 + tx.offset0]);
+  if (ty.valid1 && tx.valid1) value += ty.weight1 * tx.weight1 * acc_t(plane[ty.offset1 + tx.offset1]);
+  return value;
 }
-
-#if defined(__SSE2__)
-// float, unit stride along x, all four taps inside: each source row's two taps are one 64-bit
-// load, and the four products are summed in one SSE register.
-inline void bilinear_channels_sse(
-    const float* sample,
-    int64_t stride_c,
-    int64_t channels,
-    const AxisTaps<float>& ty,
-    const AxisTaps<float>& tx,
-    float* out,
-    int64_t cells) {
-  const int64_t o0 = ty.offset0 + tx.offset0, o1 = ty.offset1 + tx.offset0;
-  const __m128 weights = _mm_setr_ps(
-      ty.weight0 * tx.weight0, ty.weight0 * tx.weight1, ty.weight1 * tx.weight0, ty.weight1 * tx.weight1);
-  for (int64_t ch = 0; ch < channels; ++ch) {
-    const float* plane = sample + ch * stride_c;
-    const __m128 top = _mm_castpd_ps(_mm_load_sd(reinterpret_cast<const double*>(plane + o0)));
-    const __m128 taps = _mm_loadh_pi(top, reinterpret_cast<const __m64*>(plane + o1));
-    const __m128 products = _mm_mul_ps(taps, weights);
-    const __m128 pairs = _mm_add_ps(products, _mm_movehl_ps(products, products));
-    out[ch * cells] = _mm_cvtss_f32(_mm_add_ss(pairs, _mm_shuffle_ps(pairs, pairs, 1)));
-  }
-}
-#endif
 
 // First and one-past-last index of the run of taps whose two pixels are both inside the image
 // (taps move monotonically along an axis, so the inside ones form one run).
@@ -127,6 +83,88 @@ std::pair<int64_t, int64_t> interior_run(const std::vector<AxisTaps<acc_t>>& tap
   int64_t last = first;
   while (last < n && taps[last].valid0 && taps[last].valid1) ++last;
   return {first, last};
+}
+
+// The horizontal taps of a float scale as separate arrays, for loading four cells' weights at once.
+struct TapColumns {
+  std::vector<int64_t> offset;
+  std::vector<float> weight0, weight1;
+
+  void build(const std::vector<AxisTaps<float>>& taps) {
+    offset.resize(taps.size());
+    weight0.resize(taps.size());
+    weight1.resize(taps.size());
+    for (size_t k = 0; k < taps.size(); ++k) {
+      offset[k] = taps[k].offset0;
+      weight0[k] = taps[k].weight0;
+      weight1[k] = taps[k].weight1;
+    }
+  }
+};
+
+#if defined(__SSE2__)
+// [p[0], p[1], 0, 0]: the two horizontal taps of a cell in one 64-bit load.
+inline __m128 tap_pair(const float* p) {
+  return _mm_castpd_ps(_mm_load_sd(reinterpret_cast<const double*>(p)));
+}
+
+// Left taps of four cells in `low`, right taps in `high`, from one source row.
+inline void tap_quad(const float* row, const int64_t* offset, __m128& low, __m128& high) {
+  const __m128 p01 = _mm_unpacklo_ps(tap_pair(row + offset[0]), tap_pair(row + offset[1]));
+  const __m128 p23 = _mm_unpacklo_ps(tap_pair(row + offset[2]), tap_pair(row + offset[3]));
+  low = _mm_movelh_ps(p01, p23);
+  high = _mm_movehl_ps(p23, p01);
+}
+
+// Cells [first, last) of one row, float, unit stride along x, all taps inside the image: four
+// cells at a time.
+inline void bilinear_row_sse(
+    const float* plane,
+    const AxisTaps<float>& ty,
+    const std::vector<AxisTaps<float>>& taps_x,
+    const TapColumns& columns,
+    int64_t first,
+    int64_t last,
+    float* out) {
+  const float* row0 = plane + ty.offset0;
+  const float* row1 = plane + ty.offset1;
+  const __m128 wy0 = _mm_set1_ps(ty.weight0), wy1 = _mm_set1_ps(ty.weight1);
+  int64_t c = first;
+  for (; c + 4 <= last; c += 4) {
+    __m128 top_left, top_right, bottom_left, bottom_right;
+    tap_quad(row0, columns.offset.data() + c, top_left, top_right);
+    tap_quad(row1, columns.offset.data() + c, bottom_left, bottom_right);
+    const __m128 left = _mm_add_ps(_mm_mul_ps(wy0, top_left), _mm_mul_ps(wy1, bottom_left));
+    const __m128 right = _mm_add_ps(_mm_mul_ps(wy0, top_right), _mm_mul_ps(wy1, bottom_right));
+    const __m128 wx0 = _mm_loadu_ps(columns.weight0.data() + c), wx1 = _mm_loadu_ps(columns.weight1.data() + c);
+    _mm_storeu_ps(out + c, _mm_add_ps(_mm_mul_ps(wx0, left), _mm_mul_ps(wx1, right)));
+  }
+  for (; c < last; ++c) out[c] = bilinear_cell(plane, ty, taps_x[c]);
+}
+#endif
+
+// One row of cells of one image plane.
+template <typename scalar_t, typename acc_t>
+inline void bilinear_row(
+    const scalar_t* plane,
+    int64_t stride_w,
+    const AxisTaps<acc_t>& ty,
+    const std::vector<AxisTaps<acc_t>>& taps_x,
+    const TapColumns& columns,
+    std::pair<int64_t, int64_t> interior,
+    scalar_t* out) {
+  const int64_t size = static_cast<int64_t>(taps_x.size());
+#if defined(__SSE2__)
+  if constexpr (std::is_same_v<scalar_t, float>) {
+    if (stride_w == 1 && ty.valid0 && ty.valid1 && interior.second > interior.first) {
+      for (int64_t c = 0; c < interior.first; ++c) out[c] = bilinear_cell(plane, ty, taps_x[c]);
+      bilinear_row_sse(plane, ty, taps_x, columns, interior.first, interior.second, out);
+      for (int64_t c = interior.second; c < size; ++c) out[c] = bilinear_cell(plane, ty, taps_x[c]);
+      return;
+    }
+  }
+#endif
+  for (int64_t c = 0; c < size; ++c) out[c] = static_cast<scalar_t>(bilinear_cell(plane, ty, taps_x[c]));
 }
 
 // The cells of one scale along one axis, for area mode: cell k covers pixels
@@ -182,6 +220,7 @@ void forward_kernel(const at::Tensor& images, const at::Tensor& locations, at::T
   at::parallel_for(0, batch * scales, grain, [&](int64_t begin, int64_t end) {
     std::vector<Taps> taps_x, taps_y;
     std::vector<AxisTaps<acc_t>> axis_taps_x, axis_taps_y;
+    TapColumns columns;
     AreaAxis<acc_t> axis_x, axis_y;
     std::vector<acc_t> rows;
     for (int64_t task = begin; task < end; ++task) {
@@ -196,24 +235,13 @@ void forward_kernel(const at::Tensor& images, const at::Tensor& locations, at::T
         build_taps(taps_y, start_y, cell, size, height);
         build_axis_taps(axis_taps_x, taps_x, in.w);
         build_axis_taps(axis_taps_y, taps_y, in.h);
-        const auto [x_first, x_last] = interior_run(axis_taps_x);
-        for (int64_t r = 0; r < size; ++r) {
-          const AxisTaps<acc_t>& ty = axis_taps_y[r];
-          scalar_t* out_row = out_scale + r * size;
-          for (int64_t c = 0; c < size; ++c) {
-            if (ty.valid0 && ty.valid1 && c >= x_first && c < x_last) {
-#if defined(__SSE2__)
-              if constexpr (std::is_same_v<scalar_t, float>) {
-                if (in.w == 1) {
-                  bilinear_channels_sse(sample, in.c, channels, ty, axis_taps_x[c], out_row + c, cells);
-                  continue;
-                }
-              }
-#endif
-              bilinear_channels<scalar_t, acc_t, true>(sample, in.c, channels, ty, axis_taps_x[c], out_row + c, cells);
-            } else {
-              bilinear_channels<scalar_t, acc_t, false>(sample, in.c, channels, ty, axis_taps_x[c], out_row + c, cells);
-            }
+        const auto interior = interior_run(axis_taps_x);
+        if constexpr (std::is_same_v<scalar_t, float>) columns.build(axis_taps_x);
+        for (int64_t ch = 0; ch < channels; ++ch) {
+          const scalar_t* plane = sample + ch * in.c;
+          scalar_t* out_plane = out_scale + ch * cells;
+          for (int64_t r = 0; r < size; ++r) {
+            bilinear_row(plane, in.w, axis_taps_y[r], axis_taps_x, columns, interior, out_plane + r * size);
           }
         }
       } else {
