@@ -280,6 +280,26 @@ TOLERANCES = {
 }
 
 
+@HYPOTHESIS
+@given(
+    case=glimpse_cases(max_extent=40),
+    size=st.integers(1, 10),
+    dtype=st.sampled_from([torch.float32, torch.float16, torch.bfloat16]),
+)
+def test_reduced_precision_forward_matches_float64_reference_on_random_cases(
+    case: dict, size: int, dtype: torch.dtype
+) -> None:
+    """Vectorised float32 paths need 4+ cells in a row inside the image: sizes up to 10 here."""
+    images = with_layout(random_images(*case["shape"], dtype, case["seed"]), case["layout"])
+    locations = torch.tensor(case["locations"], dtype=torch.float32)
+    kwargs = {**hyper(case), "size": size, "mode": case["mode"]}
+    out = retina_glimpse(images, locations, **kwargs)
+    assert out.dtype == dtype
+    expected = reference.retina_glimpse(images.double(), locations.double(), **kwargs)
+    tol = TOLERANCES[dtype]
+    torch.testing.assert_close(out.double(), expected, atol=tol, rtol=tol)
+
+
 @pytest.mark.parametrize("dtype", list(TOLERANCES))
 @pytest.mark.parametrize("mode", MODES)
 def test_forward_of_every_dtype_matches_float64_reference_within_its_precision(dtype: torch.dtype, mode: str) -> None:
