@@ -252,4 +252,3 @@ def create_model(config: GDRAMConfig) -> GDRAM | CNNBaseline:
 def count_parameters(model: nn.Module) -> int:
     """Number of parameters (trainable or not) of ``model``."""
     return sum(parameter.numel() for parameter in model.parameters())
-

@@ -119,11 +119,13 @@ class EmissionNetwork(nn.Module):
 
     def forward(self, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         u = self.hidden(h.detach())
-        mu = torch.tanh(self.mu(u))
+        mu_logit = self.mu(u)
+        dtype = torch.promote_types(mu_logit.dtype, torch.float32)  # the policy's math in >= float32 (autocast)
+        mu = torch.tanh(mu_logit.to(dtype))
         if self.log_var is None:
             sigma = torch.full_like(mu, self.fixed_sigma)
         else:
-            sigma = torch.exp(0.5 * torch.tanh(self.log_var(u)))
+            sigma = torch.exp(0.5 * torch.tanh(self.log_var(u).to(dtype)))
         action = mu + sigma * torch.randn_like(mu) if self.training else mu
         action = action.clamp(-1.0, 1.0).detach()
         log_prob = -(((action - mu) / sigma) ** 2 / 2 + torch.log(sigma) + LOG_SQRT_2PI)
