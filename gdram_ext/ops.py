@@ -91,8 +91,17 @@ def retina_glimpse(
 
 if _C is not None:
 
+    def _check_fake(images, locations, size, num_scales, scale_factor, base_size, mode) -> None:
+        """The kernels' checks, for calls that reach the fake (meta) implementation: same
+        exception type (``RuntimeError``) and the same argument named."""
+        try:
+            check_arguments(images, locations, size, num_scales, scale_factor, mode, base_size)
+        except (TypeError, ValueError) as error:
+            raise RuntimeError(f"retina_glimpse: {error}") from error
+
     @torch.library.register_fake("gdram_ext::retina_glimpse")
     def _fake_forward(images, locations, size, num_scales, scale_factor, base_size, mode):
+        _check_fake(images, locations, size, num_scales, scale_factor, base_size, mode)
         batch, channels = images.shape[:2]
         return images.new_empty((batch, num_scales * channels, size, size))
 
@@ -100,9 +109,14 @@ if _C is not None:
     def _fake_backward(
         grad_output, images, locations, size, num_scales, scale_factor, base_size, mode, images_grad, locations_grad
     ):
-        grad_images = torch.empty_like(images, memory_format=torch.contiguous_format) if images_grad else images.new_empty(0)
-        grad_locations = torch.empty_like(locations, memory_format=torch.contiguous_format) if locations_grad else (
-            locations.new_empty(0)
+        _check_fake(images, locations, size, num_scales, scale_factor, base_size, mode)
+        grad_images = (
+            torch.empty_like(images, memory_format=torch.contiguous_format) if images_grad else images.new_empty(0)
+        )
+        grad_locations = (
+            torch.empty_like(locations, memory_format=torch.contiguous_format)
+            if locations_grad
+            else (locations.new_empty(0))
         )
         return grad_images, grad_locations
 
