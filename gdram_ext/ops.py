@@ -141,3 +141,13 @@ if _C is not None:
         )
 
     torch.library.register_autograd("gdram_ext::retina_glimpse", _backward, setup_context=_setup_context)
+
+    def _no_double_backward(ctx, grad_images, grad_locations):
+        raise RuntimeError(
+            "retina_glimpse: the compiled operator has no double backward (second derivatives); "
+            "use gdram_ext.reference.retina_glimpse where they are needed"
+        )
+
+    torch.library.register_autograd(
+        "gdram_ext::retina_glimpse_backward", _no_double_backward, setup_context=lambda ctx, inputs, output: None
+    )
