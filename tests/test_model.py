@@ -248,6 +248,13 @@ def test_fast_mode_requires_evaluation_mode() -> None:
         GDRAM(small_config()).train()(small_images(), fast=True)
 
 
+def test_training_on_a_single_image_raises_a_clear_error() -> None:
+    model = GDRAM(small_config())
+    with pytest.raises(ValueError, match="at least 2"):
+        model(small_images(1))
+    assert model.eval()(small_images(1)).logits.shape == (1, 5)
+
+
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_evaluation_is_deterministic(variant: str) -> None:
     model = create_model(small_config(variant=variant)).eval()
@@ -295,11 +302,15 @@ def test_retina_can_be_replaced_by_another_implementation() -> None:
     torch.testing.assert_close(replaced.logits, fused.logits)
 
 
-def test_training_forward_creates_no_host_synchronisation_or_cpu_tensor() -> None:
+def test_training_step_creates_no_host_synchronisation_or_cpu_tensor() -> None:
     """On meta tensors any ``.item()``/``bool()`` or a non-scalar CPU tensor would raise."""
-    model = GDRAM(small_config()).to("meta")
+    model = GDRAM(small_config(num_glimpses=4)).to("meta")
     result = model(torch.empty(4, 3, 32, 32, device="meta"))
     assert result.logits.device.type == "meta" and result.glimpses_used.device.type == "meta"
+    hybrid_loss(result, torch.zeros(4, dtype=torch.int64, device="meta")).total.backward()
+    assert model.emission.mu.weight.grad.device.type == "meta"
+    with pytest.raises(RuntimeError, match="meta"):  # F-GDRAM's stopping check is the one sync
+        model.eval()(torch.empty(4, 3, 32, 32, device="meta"), fast=True)
 
 
 @pytest.mark.cuda

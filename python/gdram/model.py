@@ -145,6 +145,8 @@ class GDRAM(nn.Module):
         check_images(images, self.config)
         if fast and self.training:
             raise ValueError("fast=True (F-GDRAM) is an evaluation mode: call model.eval() first")
+        if self.training and images.shape[0] < 2:
+            raise ValueError("training needs a batch of at least 2 images (the emission network's BatchNorm)")
         spec = self.config.spec
         batch = images.shape[0]
         steps = self.config.num_glimpses
@@ -155,8 +157,12 @@ class GDRAM(nn.Module):
         action, log_prob, sigma = self.emission(lower[0] if upper is None else upper[0])
         location = self.clip_location(action)
         weight = images.new_ones(batch)
-        active = torch.ones(batch, dtype=torch.bool, device=images.device) if fast else None
-        used = torch.zeros(batch, dtype=torch.int64, device=images.device)
+        if fast:  # which samples still look, and how many glimpses each has used
+            active = torch.ones(batch, dtype=torch.bool, device=images.device)
+            used = torch.zeros(batch, dtype=torch.int64, device=images.device)
+        else:
+            active = None
+            used = torch.full((batch,), steps, dtype=torch.int64, device=images.device)
         previous_weight = weight
         outputs: dict[str, list[torch.Tensor]] = {name: [] for name in GlimpseResult._fields[1:7]}
         for t in range(steps):
@@ -190,8 +196,6 @@ class GDRAM(nn.Module):
         stacked = {name: torch.stack(values) for name, values in outputs.items()}
         weights = stacked["weights"]
         logits = (weights.unsqueeze(2) * stacked["step_logits"]).sum(0) / weights.sum(0).unsqueeze(1)
-        if active is None:
-            used = torch.full((batch,), steps, dtype=torch.int64, device=images.device)
         return GlimpseResult(logits=logits, glimpses_used=used, **stacked)
 
 
