@@ -199,6 +199,13 @@ def test_raw_backward_op_with_a_wrong_grad_output_shape_raises_a_runtime_error()
         RAW_BACKWARD(grad_output, images, locations, *hyper, True, True)
 
 
+def test_raw_backward_op_on_meta_tensors_rejects_a_wrong_grad_output_shape_like_the_cpu_kernel() -> None:
+    images, locations, *hyper = (x.to("meta") if isinstance(x, torch.Tensor) else x for x in raw_arguments())
+    grad_output = torch.empty(2, 5, 4, 4, device="meta")  # should be (2, 2 * 3, 4, 4)
+    with pytest.raises(RuntimeError, match=r"\bgrad_output\b"):
+        RAW_BACKWARD(grad_output, images, locations, *hyper, True, True)
+
+
 def test_raw_backward_op_checks_the_forward_arguments_too() -> None:
     images, locations, *hyper = raw_arguments()
     hyper[-1] = "nearest"
