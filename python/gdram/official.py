@@ -4,6 +4,15 @@ The published state dict maps one to one onto :class:`gdram.GDRAM` with ``varian
 ``official_footprint=True`` (the first scale spans g * H / (H - 1) pixels, as their affine
 glimpse of scale g / (H - 1) does) and ``context_mode="nearest"`` (their ``F.interpolate``).
 The number of classes, channels, scales and layer widths are read from the tensors' shapes.
+
+A loaded model gives the published implementation's evaluation outputs (logits, locations,
+weights, baselines). Where this package deliberately differs from that code:
+
+* F-GDRAM (``fast=True``) stops each sample on its own; the published code decides for the whole
+  batch from sample 0, reading weight columns -1 and -2, which are still unwritten at that point;
+* evaluation-mode ``log_probs`` hold the log-density of the move taken (mu), not ones;
+* no move is emitted after the last glimpse (the published code emits one and discards it, which
+  only adds one update of the emission BatchNorm's running statistics per training batch).
 """
 
 from __future__ import annotations
