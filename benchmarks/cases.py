@@ -17,6 +17,8 @@ MODES = ("bilinear", "area")
 KINDS = ("fwd", "fwdbwd")
 FUSED = "fused"
 FUSED_COMPILED = "fused_compiled"
+EXACT = frozenset({"grid_sample_per_scale", "grid_sample_vectorised", "coverage_einsum", FUSED, FUSED_COMPILED})
+"""Implementations that compute the fused op's function to float rounding (the others approximate it)."""
 
 
 @dataclass(frozen=True, order=True)

@@ -60,7 +60,7 @@ def pytest_benchmark_update_machine_info(config: pytest.Config, machine_info: di
         "torch_threads": torch.get_num_threads(),
         "torch_version": torch.__version__,
         "gpu": gpu_name(),
-        "load_average": os.getloadavg(),
+        "load_average_at_save": os.getloadavg(),
         "full_sweep": full_sweep(config),
     }
 

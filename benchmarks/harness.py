@@ -35,15 +35,15 @@ def implementation(name: str) -> GlimpseFn:
     return PEERS[name].fn
 
 
-def synchronised(call: Callable[[], object], device: str) -> Callable[[], None]:
-    """``call`` followed by a device synchronisation on CUDA, warmed up ``WARMUP_CALLS`` times."""
+def synchronised(call: Callable[[], object], device: str, warmup: int = WARMUP_CALLS) -> Callable[[], None]:
+    """``call`` followed by a device synchronisation on CUDA, already called ``warmup`` times."""
 
     def run() -> None:
         call()
         if device == "cuda":
             torch.cuda.synchronize()
 
-    for _ in range(WARMUP_CALLS):
+    for _ in range(warmup):
         run()
     return run
 

@@ -16,12 +16,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from benchmarks.cases import FUSED, FUSED_COMPILED, KINDS, Case, cases, implementations
+from benchmarks.cases import EXACT, FUSED, FUSED_COMPILED, KINDS, Case, cases, implementations
 from benchmarks.conftest import full_sweep
 from benchmarks.harness import implementation, peak_cuda_bytes, retained_bytes, synchronised
 from gdram_ext.baselines import PEERS
-
-EXACT = {"grid_sample_per_scale", "grid_sample_vectorised", "coverage_einsum", FUSED, FUSED_COMPILED}
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:

@@ -1,0 +1,245 @@
+"""Run the benchmark suite and write its markdown table of speedup ratios (peer time / fused time).
+
+    python -m benchmarks.report                       # default suite, this machine
+    python -m benchmarks.report --full                # full sweeps (extra arguments go to pytest)
+    python -m benchmarks.report --from-json FILE      # only re-render a saved run
+
+The suite's pytest-benchmark JSON is saved (``--json``, default ``benchmarks/results-<host>.json``)
+with the load average before and after the run; the table goes to stdout and to ``--output``
+(default ``benchmarks/results-<host>.md``). A ratio above 1 means the fused op is that many times
+faster than the peer on the same case and device, both measured in the same run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shlex
+import subprocess
+import sys
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+from benchmarks.cases import FUSED, FUSED_COMPILED, headline
+
+ROOT = Path(__file__).resolve().parent.parent
+PEER_COLUMNS = (
+    ("naive_crop", "1 naive crop"),
+    ("grid_sample_per_scale", "2 grid_sample per scale"),
+    ("grid_sample_vectorised", "3 grid_sample vectorised"),
+    ("coverage_einsum", "3 coverage einsum (area)"),
+    ("roi_align", "4 roi_align"),
+    (FUSED_COMPILED, "5 fused, torch.compile"),
+)
+SECTIONS = (
+    ("fwd", "Forward"),
+    ("fwdbwd", "Forward + backward"),
+    ("train-gdram", "End to end: GDRAM training step"),
+    ("infer-gdram", "End to end: GDRAM batch-1 inference"),
+    ("infer-fgdram", "End to end: F-GDRAM batch-1 inference"),
+)
+CASE_ORDER = ("mode", "batch", "height", "width", "num_scales", "size")
+
+
+@dataclass(frozen=True)
+class Target:
+    """An issue target: on ``group``, the fused op is ``threshold`` times faster than ``peer`` or more
+    (``strict``: more than ``threshold``)."""
+
+    label: str
+    group: str
+    peer: str
+    threshold: float
+    strict: bool = False
+
+
+_BILINEAR, _AREA = headline("bilinear"), headline("area")
+TARGETS = (
+    Target("CPU forward, bilinear: >= 5x peer 2", _BILINEAR.group("fwd", "cpu"), "grid_sample_per_scale", 5),
+    Target("CPU forward, bilinear: >= 20x peer 1", _BILINEAR.group("fwd", "cpu"), "naive_crop", 20),
+    Target(
+        "CPU forward+backward, bilinear: >= 3x peer 2", _BILINEAR.group("fwdbwd", "cpu"), "grid_sample_per_scale", 3
+    ),
+    Target("GPU forward, bilinear: >= 10x peer 2", _BILINEAR.group("fwd", "cuda"), "grid_sample_per_scale", 10),
+    Target("GPU forward, bilinear: faster than peer 4", _BILINEAR.group("fwd", "cuda"), "roi_align", 1, strict=True),
+    Target("GPU forward, area: faster than peer 4", _AREA.group("fwd", "cuda"), "roi_align", 1, strict=True),
+    Target("GPU training step: >= 2x with peer 2", "train-gdram-B128-T8-128x128-cuda", "grid_sample_per_scale", 2),
+)
+
+
+def run_suite(json_path: Path, pytest_args: list[str]) -> int:
+    """Run ``pytest benchmarks/ --benchmark-only`` saving ``json_path``; add the load averages and the
+    command to the JSON. Returns pytest's exit code."""
+    command = [sys.executable, "-m", "pytest", "benchmarks/", "--benchmark-only", f"--benchmark-json={json_path}"]
+    command += pytest_args
+    before = os.getloadavg()
+    code = subprocess.call(command, cwd=ROOT)
+    after = os.getloadavg()
+    if json_path.exists():
+        data = json.loads(json_path.read_text())
+        data["report"] = {
+            "load_average_before": before,
+            "load_average_after": after,
+            "command": shlex.join(["python", "-m", "benchmarks.report", *pytest_args]),
+        }
+        json_path.write_text(json.dumps(data, indent=2))
+    return code
+
+
+def _ratio(value: float) -> str:
+    return f"{value:.0f}x" if value >= 100 else f"{value:.1f}x" if value >= 10 else f"{value:.2f}x"
+
+
+def _seconds(value: float) -> str:
+    for unit, scale in (("s", 1.0), ("ms", 1e-3), ("us", 1e-6)):
+        if value >= scale:
+            return f"{value / scale:.3g} {unit}"
+    return f"{value * 1e9:.3g} ns"
+
+
+def _groups(data: dict, stat: str) -> dict[str, dict[str, dict]]:
+    """{group: {implementation: {"time": seconds, "info": extra_info}}}."""
+    groups: dict[str, dict[str, dict]] = {}
+    for bench in data["benchmarks"]:
+        info = bench["extra_info"]
+        groups.setdefault(bench["group"], {})[info["implementation"]] = {"time": bench["stats"][stat], "info": info}
+    return groups
+
+
+def _sort_key(item: tuple[str, dict[str, dict]]) -> tuple:
+    info = next(iter(item[1].values()))["info"]
+    return (info["device"], *(info.get(key, "") for key in CASE_ORDER))
+
+
+def ratios(groups: dict[str, dict[str, dict]], group: str, peer: str) -> float | None:
+    """Peer time / fused time on ``group``, or None where either was not measured."""
+    entries = groups.get(group, {})
+    if FUSED not in entries or peer not in entries:
+        return None
+    return entries[peer]["time"] / entries[FUSED]["time"]
+
+
+def section(groups: dict[str, dict[str, dict]], kind: str, title: str, stat: str) -> list[str]:
+    """The markdown table of one kind of benchmark: one row per group, one ratio column per peer."""
+    rows = sorted(((g, e) for g, e in groups.items() if next(iter(e.values()))["info"]["kind"] == kind), key=_sort_key)
+    if not rows:
+        return []
+    present = [(name, label) for name, label in PEER_COLUMNS if any(name in entries for _, entries in rows)]
+    lines = [f"### {title}", "", f"| case | fused ({stat}) | " + " | ".join(label for _, label in present) + " |"]
+    lines.append("|---|---:|" + "---:|" * len(present))
+    for group, entries in rows:
+        fused = _seconds(entries[FUSED]["time"]) if FUSED in entries else "-"
+        cells = []
+        for name, _ in present:
+            value = ratios(groups, group, name)
+            cells.append("-" if value is None else _ratio(value))
+        lines.append(f"| {group} | {fused} | " + " | ".join(cells) + " |")
+    return [*lines, ""]
+
+
+def memory_section(groups: dict[str, dict[str, dict]]) -> list[str]:
+    """Memory of forward+backward per group: the fused op's, and each peer's as a ratio to it."""
+    rows = sorted(
+        ((g, e) for g, e in groups.items() if FUSED in e and "memory_bytes" in e[FUSED]["info"]), key=_sort_key
+    )
+    if not rows:
+        return []
+    lines = [
+        "### Memory of forward + backward (peer / fused)",
+        "",
+        "CPU: bytes a forward keeps for its backward (output + saved tensors, inputs excluded); "
+        "CUDA: peak allocated above the inputs.",
+        "",
+        "| case | fused | " + " | ".join(label for _, label in PEER_COLUMNS) + " |",
+        "|---|---:|" + "---:|" * len(PEER_COLUMNS),
+    ]
+    for group, entries in rows:
+        fused = entries[FUSED]["info"]["memory_bytes"]
+        cells = []
+        for name, _ in PEER_COLUMNS:
+            peer = entries.get(name, {}).get("info", {}).get("memory_bytes")
+            cells.append("-" if peer is None or fused == 0 else f"{peer / 2**20:.1f} MiB ({_ratio(peer / fused)})")
+        lines.append(f"| {group} | {fused / 2**20:.1f} MiB | " + " | ".join(cells) + " |")
+    return [*lines, ""]
+
+
+def targets_section(groups: dict[str, dict[str, dict]]) -> list[str]:
+    """Each issue target: the measured ratio and whether it is met."""
+    lines = ["### Targets", "", "| target | ratio | status |", "|---|---:|---|"]
+    for target in TARGETS:
+        value = ratios(groups, target.group, target.peer)
+        if value is None:
+            lines.append(f"| {target.label} | - | not measured |")
+            continue
+        met = value > target.threshold if target.strict else value >= target.threshold
+        lines.append(f"| {target.label} | {_ratio(value)} | {'met' if met else 'NOT met'} |")
+    return [*lines, ""]
+
+
+def header(data: dict, stat: str) -> list[str]:
+    """Machine, software, threads, GPU and load of the run."""
+    machine = data["machine_info"]
+    ours = machine.get("gdram", {})
+    report = data.get("report", {})
+    loads = [
+        f"{name} {' / '.join(f'{x:.2f}' for x in report[key])}"
+        for name, key in (
+            ("before", "load_average_before"),
+            ("after", "load_average_after"),
+        )
+        if key in report
+    ]
+    lines = [
+        f"## Retina glimpse benchmarks on {machine.get('node', platform.node())}",
+        "",
+        f"- date: {data.get('datetime', datetime.now(timezone.utc).isoformat())}",
+        f"- CPU: {ours.get('cpu_model', machine.get('cpu', {}).get('brand_raw', '?'))}, "
+        f"{ours.get('cpu_count', '?')} cores; torch threads: {ours.get('torch_threads', '?')}",
+        f"- torch {ours.get('torch_version', '?')}, Python {machine.get('python_version', '?')}; "
+        f"GPU: {ours.get('gpu', '?')}",
+        f"- load average (1 / 5 / 15 min): {'; '.join(loads) if loads else 'not recorded'}",
+        f"- statistic: {stat} over rounds; ratio = peer time / fused time on the same case and device "
+        "(> 1: the fused op is faster), all from one run",
+    ]
+    if "command" in report:
+        lines.append(f"- command: `{report['command']}`")
+    return [*lines, ""]
+
+
+def render(data: dict, stat: str = "min") -> str:
+    """The whole markdown report of a pytest-benchmark JSON."""
+    groups = _groups(data, stat)
+    lines = header(data, stat) + targets_section(groups)
+    for kind, title in SECTIONS:
+        lines += section(groups, kind, title, stat)
+    lines += memory_section(groups)
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    host = platform.node() or "host"
+    parser.add_argument("--json", type=Path, default=ROOT / "benchmarks" / f"results-{host}.json")
+    parser.add_argument("--output", type=Path, default=ROOT / "benchmarks" / f"results-{host}.md")
+    parser.add_argument("--from-json", type=Path, help="render this saved run instead of running the suite")
+    parser.add_argument("--stat", default="min", choices=("min", "median", "mean"))
+    args, pytest_args = parser.parse_known_args(argv)
+    code = 0
+    source = args.from_json
+    if source is None:
+        code = run_suite(args.json.resolve(), pytest_args)
+        source = args.json
+    if not source.exists():
+        print(f"no benchmark results at {source}", file=sys.stderr)
+        return code or 1
+    text = render(json.loads(source.read_text()), args.stat)
+    print(text)
+    args.output.write_text(text + "\n")
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())
