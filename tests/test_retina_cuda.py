@@ -159,19 +159,25 @@ def test_cuda_handles_a_batch_larger_than_a_grid_dimension(mode: str) -> None:
         torch.testing.assert_close(a.cpu(), b, atol=1e-5, rtol=1e-5)
 
 
-def test_cuda_handles_more_cells_per_sample_than_one_grid_row_of_blocks() -> None:
-    """4096 x 4096 cells in one sample: more than 65535 blocks of 256 threads."""
-    images = torch.randn(1, 1, 64, 64, dtype=torch.float64)
+@pytest.mark.parametrize("mode", MODES)
+def test_cuda_handles_more_cells_per_sample_than_one_grid_row_of_blocks(mode: str) -> None:
+    """1025 channels of 128 x 128 cells in one sample: more than 65535 blocks of 256 threads.
+
+    Every channel holds the same image and output gradient, so every channel's result must
+    equal a cheap one-channel CPU run (and the location's gradient 1025 times its)."""
+    channels = 1025
+    plane = torch.randn(1, 1, 16, 16, dtype=torch.float64)
     locations = torch.tensor([[0.1, -0.2]], dtype=torch.float64)
-    grad_output = torch.randn(1, 1, 4096, 4096, dtype=torch.float64)
-    kwargs = {"size": 4096, "num_scales": 1, "scale_factor": 1.0, "mode": "bilinear", "base_size": 48.0}
-    cpu = forward_backward(images, locations, grad_output, **kwargs)
-    gpu = forward_backward(images.cuda(), locations.cuda(), grad_output.cuda(), **kwargs)
-    torch.testing.assert_close(gpu[0].cpu(), cpu[0], atol=1e-10, rtol=1e-10)
-    torch.testing.assert_close(gpu[1].cpu(), cpu[1], atol=1e-9, rtol=1e-9)
-    # 16.7 million terms per location gradient: rounding relative to the largest gradient.
-    scale = cpu[2].abs().max().item()
-    torch.testing.assert_close(gpu[2].cpu(), cpu[2], atol=1e-9 * scale, rtol=1e-9)
+    grad_plane = torch.randn(1, 1, 128, 128, dtype=torch.float64)
+    kwargs = {"size": 128, "num_scales": 1, "scale_factor": 1.0, "mode": mode, "base_size": 12.0}
+    cpu = forward_backward(plane, locations, grad_plane, **kwargs)
+    gpu = forward_backward(
+        plane.repeat(1, channels, 1, 1).cuda(), locations.cuda(), grad_plane.repeat(1, channels, 1, 1).cuda(), **kwargs
+    )
+    torch.testing.assert_close(gpu[0].cpu(), cpu[0].expand(1, channels, 128, 128), atol=1e-10, rtol=1e-10)
+    torch.testing.assert_close(gpu[1].cpu(), cpu[1].expand(1, channels, 16, 16), atol=1e-9, rtol=1e-9)
+    scale = cpu[2].abs().max().item() * channels
+    torch.testing.assert_close(gpu[2].cpu(), cpu[2] * channels, atol=1e-9 * scale, rtol=1e-9)
 
 
 @pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two GPUs")
