@@ -245,6 +245,36 @@ def test_retina_glimpse_module_backpropagates_like_the_function() -> None:
         torch.testing.assert_close(a, b, atol=0, rtol=0)
 
 
+@pytest.mark.parametrize("mode", MODES)
+def test_location_gradient_at_ties_lies_between_the_one_sided_derivatives(mode: str) -> None:
+    """At a tie (area: cell edges on pixel boundaries; bilinear: samples on pixel centres) the
+    output has a kink. Along one axis the glimpse is piecewise linear in the location, so tiny
+    one-sided finite differences are exact derivatives; the gradient must be finite and lie
+    between them (the operator may pick either side or any mix)."""
+    height, width = 12, 16
+    images = torch.randn(1, 2, height, width, dtype=torch.float64)
+    # Centre (8, 6) pixels with 2-pixel cells (area: edges on boundaries), or centre (8.5, 6.5)
+    # with 1-pixel cells (bilinear: every sample at a pixel centre).
+    centre, cell = ((8.0, 6.0), 2.0) if mode == "area" else ((8.5, 6.5), 1.0)
+    location = torch.tensor([[2 * centre[0] / width - 1, 2 * centre[1] / height - 1]], dtype=torch.float64)
+    kwargs = {"size": 3, "num_scales": 2, "scale_factor": 2.0, "mode": mode, "base_size": 3 * cell}
+    grad_output = torch.randn(1, 4, 3, 3, dtype=torch.float64)
+
+    def loss(loc: torch.Tensor) -> float:
+        return (retina_glimpse(images, loc, **kwargs) * grad_output).sum().item()
+
+    _, _, gradient = grads(retina_glimpse, images, location, grad_output, **kwargs)
+    assert torch.isfinite(gradient).all()
+    h = 1e-7
+    for axis in (0, 1):
+        step = torch.zeros_like(location)
+        step[0, axis] = h
+        right = (loss(location + step) - loss(location)) / h
+        left = (loss(location) - loss(location - step)) / h
+        slack = 1e-5 * (abs(left) + abs(right) + 1)
+        assert min(left, right) - slack <= gradient[0, axis].item() <= max(left, right) + slack
+
+
 # ----------------------------------------------------------------------------------------------
 # Determinism and edge cases
 # ----------------------------------------------------------------------------------------------
