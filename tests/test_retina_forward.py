@@ -245,6 +245,25 @@ def test_area_mode_equals_avg_pool_on_pixel_aligned_squares(case: dict) -> None:
     torch.testing.assert_close(out, expected, atol=1e-10, rtol=1e-10)
 
 
+@HYPOTHESIS
+@given(case=aligned_cases())
+def test_area_mode_weights_fractional_pixels_exactly_on_quarter_pixel_squares(case: dict) -> None:
+    """Fractional coverage, checked independently of the reference: with square edges on
+    quarter pixels, the image upsampled 4x by repetition (still piecewise constant) puts them
+    on its pixel grid, where crop + avg_pool2d is the exact mean over each cell."""
+    images = random_images(*case["shape"], torch.float64, case["seed"])
+    height, width = case["shape"][2:]
+    upsampled = images.repeat_interleave(4, dim=2).repeat_interleave(4, dim=3)
+    # The drawn integers are read in quarter pixels: centres, cell sides (size * cell stays even).
+    centres = [(cx + 1, cy - 1) for cx, cy in case["centres"]]  # off the whole-pixel grid
+    quarter = [[2 * (cx / 4) / width - 1, 2 * (cy / 4) / height - 1] for cx, cy in centres]
+    locations = torch.tensor(quarter, dtype=torch.float64)
+    size, cell, num_scales, factor = case["size"], case["cell"], case["num_scales"], case["factor"]
+    out = retina_glimpse(images, locations, size, num_scales, float(factor), "area", size * cell / 4)
+    expected = crop_pool_oracle(upsampled, centres, size, num_scales, cell, factor)
+    torch.testing.assert_close(out, expected, atol=1e-10, rtol=1e-10)
+
+
 def test_area_mode_of_one_cell_covering_the_image_is_the_image_mean() -> None:
     images = torch.randn(2, 3, 6, 10, dtype=torch.float64)
     locations = torch.zeros(2, 2, dtype=torch.float64)
