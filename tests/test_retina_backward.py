@@ -26,14 +26,17 @@ def random_locations(batch: int, low: float, high: float, dtype: torch.dtype = t
 
 
 def grads(fn, images: torch.Tensor, locations: torch.Tensor, grad_output: torch.Tensor | None = None, **kwargs):
-    """(output, d images, d locations) of ``fn`` for fresh leaves copied from the inputs."""
-    # detach, not clone: a clone of a view with gaps would be made contiguous.
+    """(output, d images, d locations) of ``fn`` for fresh leaves viewing the inputs.
+
+    detach, not clone: a clone of a view with gaps would be made contiguous."""
     images = images.detach().requires_grad_()
     locations = locations.detach().requires_grad_()
     out = fn(images, locations, **kwargs)
     if grad_output is None:
         grad_output = torch.randn(out.shape, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
-    grad_images, grad_locations = torch.autograd.grad(out, (images, locations), grad_output.to(out.dtype))
+    grad_images, grad_locations = torch.autograd.grad(
+        out, (images, locations), grad_output.to(device=out.device, dtype=out.dtype)
+    )
     return out, grad_images, grad_locations
 
 
