@@ -41,7 +41,7 @@ SECTIONS = (
     ("infer-gdram", "End to end: GDRAM batch-1 inference"),
     ("infer-fgdram", "End to end: F-GDRAM batch-1 inference"),
 )
-CASE_ORDER = ("mode", "batch", "height", "width", "num_scales", "size")
+CASE_ORDER = ("height", "num_scales", "size")
 
 
 @dataclass(frozen=True)
@@ -110,8 +110,16 @@ def _groups(data: dict, stat: str) -> dict[str, dict[str, dict]]:
 
 
 def _sort_key(item: tuple[str, dict[str, dict]]) -> tuple:
+    """Device, mode, then batch, image area, scales and glimpse size."""
     info = next(iter(item[1].values()))["info"]
-    return (info["device"], *(info.get(key, "") for key in CASE_ORDER))
+    pixels = info.get("height", 0) * info.get("width", 0)
+    return (
+        info["device"],
+        info.get("mode", ""),
+        info.get("batch", 0),
+        pixels,
+        *(info.get(key, 0) for key in CASE_ORDER),
+    )
 
 
 def ratios(groups: dict[str, dict[str, dict]], group: str, peer: str) -> float | None:
@@ -138,6 +146,39 @@ def section(groups: dict[str, dict[str, dict]], kind: str, title: str, stat: str
             cells.append("-" if value is None else _ratio(value))
         lines.append(f"| {group} | {fused} | " + " | ".join(cells) + " |")
     return [*lines, ""]
+
+
+GROWTH_AXES = (
+    ("batch size at 128x128", {"height": 128, "width": 128, "num_scales": 4, "size": 12}),
+    ("image size at batch 32", {"batch": 32, "num_scales": 4, "size": 12}),
+)
+
+
+def growth_section(groups: dict[str, dict[str, dict]], title: str, fixed: dict[str, int]) -> list[str]:
+    """Forward time of each implementation along one sweep, relative to its time on the sweep's smallest case."""
+    lines: list[str] = []
+    sweeps: dict[tuple[str, str], list[tuple[str, dict[str, dict]]]] = {}
+    for group, entries in groups.items():
+        info = next(iter(entries.values()))["info"]
+        if info["kind"] == "fwd" and all(info.get(key) == value for key, value in fixed.items()):
+            sweeps.setdefault((info["device"], info["mode"]), []).append((group, entries))
+    for (device, mode), rows in sorted(sweeps.items()):
+        if len(rows) < 2:
+            continue
+        rows.sort(key=_sort_key)
+        names = [FUSED, *(name for name, _ in PEER_COLUMNS if all(name in entries for _, entries in rows))]
+        first = rows[0][1]
+        lines += [
+            f"### Cost growth with {title} ({mode}, {device}): forward time / time on the first row",
+            "",
+            "| case | " + " | ".join(names) + " |",
+            "|---|" + "---:|" * len(names),
+        ]
+        for group, entries in rows:
+            cells = [f"{entries[name]['time'] / first[name]['time']:.2f}" for name in names]
+            lines.append(f"| {group} | " + " | ".join(cells) + " |")
+        lines.append("")
+    return lines
 
 
 def memory_section(groups: dict[str, dict[str, dict]]) -> list[str]:
@@ -215,6 +256,8 @@ def render(data: dict, stat: str = "min") -> str:
     lines = header(data, stat) + targets_section(groups)
     for kind, title in SECTIONS:
         lines += section(groups, kind, title, stat)
+    for title, fixed in GROWTH_AXES:
+        lines += growth_section(groups, title, fixed)
     lines += memory_section(groups)
     return "\n".join(lines)
 
