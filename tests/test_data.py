@@ -5,10 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from PIL import Image
-
 from gdram.cluttered import ClutterSpec, EmbeddedSpec, cluttered_digits, generate_cluttered, split_by_source
 from gdram.data import DataError, TensorImages, batches, load_data, load_npz, num_batches
+from PIL import Image
 
 SMALL = ClutterSpec(canvas_size=32, digit_size=12, num_clutter=3, fragment_size=4)
 
@@ -82,8 +81,13 @@ def test_embedded_default_is_128_pixels_and_10_classes(tmp_path, monkeypatch):
 @pytest.mark.parametrize("layout", ["NHW", "NHWC", "NCHW", "NHWC-rgb", "float"])
 def test_npz_accepts_every_documented_layout(tmp_path, layout):
     rng = np.random.default_rng(0)
-    shape = {"NHW": (30, 16, 20), "NHWC": (30, 16, 20, 1), "NCHW": (30, 1, 16, 20), "NHWC-rgb": (30, 16, 20, 3),
-             "float": (30, 16, 20)}[layout]
+    shape = {
+        "NHW": (30, 16, 20),
+        "NHWC": (30, 16, 20, 1),
+        "NCHW": (30, 1, 16, 20),
+        "NHWC-rgb": (30, 16, 20, 3),
+        "float": (30, 16, 20),
+    }[layout]
     images = rng.integers(0, 256, size=shape, dtype=np.uint8)
     if layout == "float":
         images = images.astype(np.float32) / 255
@@ -106,32 +110,46 @@ def test_npz_uses_its_validation_split_and_resizes(tmp_path):
     images = np.zeros((12, 8, 8), dtype=np.uint8)
     labels = np.arange(12) % 3
     path = tmp_path / "d.npz"
-    np.savez(path, x_train=images[:6], y_train=labels[:6], x_val=images[6:9], y_val=labels[6:9],
-             x_test=images[9:], y_test=labels[9:])
+    np.savez(
+        path,
+        x_train=images[:6],
+        y_train=labels[:6],
+        x_val=images[6:9],
+        y_val=labels[6:9],
+        x_test=images[9:],
+        y_test=labels[9:],
+    )
     data = load_data(str(path), image_size=16)
     assert (len(data.train), len(data.val), len(data.test)) == (6, 3, 3)
     assert data.image_size == (16, 16) and data.train[0][0].shape == (1, 16, 16)
 
 
 def _save(path, **arrays):
-    base = {"x_train": np.zeros((4, 8, 8), np.uint8), "y_train": np.array([0, 1, 2, 1]),
-            "x_test": np.zeros((2, 8, 8), np.uint8), "y_test": np.array([0, 1])}
+    base = {
+        "x_train": np.zeros((4, 8, 8), np.uint8),
+        "y_train": np.array([0, 1, 2, 1]),
+        "x_test": np.zeros((2, 8, 8), np.uint8),
+        "y_test": np.array([0, 1]),
+    }
     base.update(arrays)
     np.savez(path, **{key: value for key, value in base.items() if value is not None})
     return path
 
 
-@pytest.mark.parametrize(("arrays", "message"), [
-    ({"y_test": None}, "missing array\\(s\\) y_test"),
-    ({"x_val": np.zeros((2, 8, 8), np.uint8)}, "missing array\\(s\\) y_val"),
-    ({"y_train": np.array([0, 1, 2])}, "y_train has 3 labels but there are 4 images"),
-    ({"y_test": np.array([0, -1])}, "labels out of range"),
-    ({"x_train": np.zeros((4, 8, 8), np.int64)}, "dtype int64; expected uint8"),
-    ({"y_train": np.array([0.0, 1.0, 2.0, 1.0])}, "expected integer class indices"),
-    ({"x_train": np.full((4, 8, 8), 2.0, np.float32)}, "must lie in \\[0, 1\\]"),
-    ({"x_train": np.zeros((4, 2, 2, 8, 8), np.uint8)}, "has shape"),
-    ({"x_test": np.zeros((2, 9, 9), np.uint8)}, "image shapes differ"),
-])
+@pytest.mark.parametrize(
+    ("arrays", "message"),
+    [
+        ({"y_test": None}, "missing array\\(s\\) y_test"),
+        ({"x_val": np.zeros((2, 8, 8), np.uint8)}, "missing array\\(s\\) y_val"),
+        ({"y_train": np.array([0, 1, 2])}, "y_train has 3 labels but there are 4 images"),
+        ({"y_test": np.array([0, -1])}, "labels out of range"),
+        ({"x_train": np.zeros((4, 8, 8), np.int64)}, "dtype int64; expected uint8"),
+        ({"y_train": np.array([0.0, 1.0, 2.0, 1.0])}, "expected integer class indices"),
+        ({"x_train": np.full((4, 8, 8), 2.0, np.float32)}, "must lie in \\[0, 1\\]"),
+        ({"x_train": np.zeros((4, 2, 2, 8, 8), np.uint8)}, "has shape"),
+        ({"x_test": np.zeros((2, 9, 9), np.uint8)}, "image shapes differ"),
+    ],
+)
 def test_npz_rejects_malformed_files_clearly(tmp_path, arrays, message):
     path = _save(tmp_path / "bad.npz", **arrays)
     with pytest.raises(DataError, match=message) as error:
@@ -155,7 +173,8 @@ def _image_folder(root, classes=("cat", "dog"), count=5, mode="RGB", size=(10, 1
         (root / name).mkdir(parents=True)
         for k in range(count):
             Image.new(mode, size, color=40 * index + k if mode == "L" else (40 * index, k, 0)).save(
-                root / name / f"{k}.png")
+                root / name / f"{k}.png"
+            )
 
 
 def test_image_folder_with_train_and_test_subfolders(tmp_path):
@@ -195,8 +214,10 @@ def test_paper_data_set_without_files_or_network_fails_clearly(tmp_path):
 def test_batches_share_every_index_out_over_ranks():
     images = torch.arange(10, dtype=torch.uint8).reshape(10, 1, 1, 1)
     dataset = TensorImages(images, torch.arange(10))
-    seen = [torch.cat([labels for _, labels in batches(dataset, 3, shuffle=True, seed=5, rank=r, world_size=2)])
-            for r in range(2)]
+    seen = [
+        torch.cat([labels for _, labels in batches(dataset, 3, shuffle=True, seed=5, rank=r, world_size=2)])
+        for r in range(2)
+    ]
     assert len(seen[0]) == len(seen[1]) == 5 == -(-10 // 2)
     assert sorted(torch.cat(seen).tolist()) == list(range(10))
     again = torch.cat([labels for _, labels in batches(dataset, 3, shuffle=True, seed=5, rank=0, world_size=2)])

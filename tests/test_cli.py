@@ -1,0 +1,120 @@
+"""The ``gdram`` command line: each subcommand on tiny data, its outputs and exit codes."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from gdram.cli import main
+from PIL import Image
+
+TINY_MODEL = ["--glimpses", "2", "--glimpse-size", "8", "--scales", "2", "--hidden-size", "16"]
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """One intra-op thread: these tiny models run faster so, and do not fight a busy CI machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def tiny_npz(tmp_path_factory) -> str:
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, size=(40, 24, 24), dtype=np.uint8)
+    labels = np.arange(40) % 3
+    path = tmp_path_factory.mktemp("data") / "tiny.npz"
+    np.savez(path, x_train=images[:24], y_train=labels[:24], x_val=images[24:32], y_val=labels[24:32],
+             x_test=images[32:], y_test=labels[32:])
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def trained_run(tiny_npz, tmp_path_factory) -> str:
+    run = tmp_path_factory.mktemp("run") / "r"
+    code = main(["train", "--data", tiny_npz, "--epochs", "1", "--batch-size", "8", "--out", str(run), "--quiet",
+                 "--device", "cpu", *TINY_MODEL])
+    assert code == 0
+    return str(run)
+
+
+def test_train_writes_the_run_directory(trained_run):
+    names = {path.name for path in Path(trained_run).iterdir()}
+    assert {"best.pt", "last.pt", "metrics.jsonl", "metrics.csv", "config.json", "summary.json"} <= names
+    config = json.loads((Path(trained_run) / "config.json").read_text())
+    assert config["model"]["num_glimpses"] == 2 and config["data"]["source"].endswith("tiny.npz")
+
+
+def test_train_summary_line_and_resume_extends_the_run(tiny_npz, tmp_path, capsys):
+    run = str(tmp_path / "run")
+    args = ["train", "--data", tiny_npz, "--batch-size", "8", "--out", run, "--quiet", *TINY_MODEL]
+    assert main([*args, "--epochs", "1"]) == 0
+    line = capsys.readouterr().out.strip()
+    assert line.count("\n") == 0 and "test top-1" in line and run in line
+    assert main([*args, "--epochs", "1"]) == 1  # refuses to overwrite a run
+    assert "already holds a run" in capsys.readouterr().err
+    assert main(["train", "--out", run, "--resume", "--epochs", "2", "--quiet"]) == 0
+    assert "at epoch" in capsys.readouterr().out
+    metrics = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(row)["epoch"] for row in metrics] == [1, 2]
+
+
+def test_eval_json_reports_accuracy_glimpses_and_latency(trained_run, capsys):
+    assert main(["eval", f"{trained_run}/best.pt", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert {"top1", "top5", "mean_glimpses", "latency_ms_batch1", "latency_ms_batched", "n"} <= set(result)
+    assert result["n"] == 8 and result["mean_glimpses"] == 2 and 0 <= result["top1"] <= result["top5"] <= 1
+    assert result["latency_ms_batch1"] > 0
+
+
+def test_eval_fast_prints_one_f_gdram_line(trained_run, capsys):
+    assert main(["eval", f"{trained_run}/best.pt", "--fast", "--split", "val", "--no-latency"]) == 0
+    out = capsys.readouterr().out.strip().splitlines()
+    assert len(out) == 1 and out[0].startswith("F-GDRAM") and "(n=8)" in out[0]
+
+
+def test_visualize_writes_a_png_grid_and_an_animated_gif(trained_run, tmp_path, capsys):
+    png, gif = tmp_path / "g.png", tmp_path / "g.gif"
+    assert main(["visualize", f"{trained_run}/best.pt", "--n", "4", "--out", str(png)]) == 0
+    assert main(["visualize", f"{trained_run}/best.pt", "--n", "3", "--out", str(gif), "--zoom", "1"]) == 0
+    with Image.open(png) as picture:
+        assert picture.format == "PNG" and picture.width == 2 * 48 + 4
+    with Image.open(gif) as animation:
+        assert animation.format == "GIF" and animation.n_frames == 2
+
+
+def test_bad_input_exits_1_with_one_clear_line(tiny_npz, tmp_path, capsys):
+    assert main(["eval", str(tmp_path / "missing.pt")]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "missing.pt: no such checkpoint file" in err
+    bad = tmp_path / "bad.npz"
+    np.savez(bad, x_train=np.zeros((3, 8, 8), np.uint8), y_train=np.zeros(2, np.int64))
+    assert main(["train", "--data", str(bad), "--out", str(tmp_path / "r"), "--quiet"]) == 1
+    assert "bad.npz: missing array(s) x_test, y_test" in capsys.readouterr().err
+    assert main(["train", "--data", tiny_npz, "--variant", "cnn", "--policy", "random", "--quiet",
+                 "--out", str(tmp_path / "r2")]) == 1
+    assert "random location policy needs an attention variant" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv", [["train", "--epochs", "many"], ["train", "--resume"], ["frobnicate"], [],
+                                  ["train", "--dataset", "mnist", "--data", "x.npz"], ["eval"]])
+def test_usage_errors_exit_2(argv):
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 2
+
+
+def test_python_m_gdram_runs_the_cli_without_tracebacks(tmp_path):
+    done = subprocess.run([sys.executable, "-m", "gdram", "eval", str(tmp_path / "nope.pt")], capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 1 and "Traceback" not in done.stderr and "nope.pt" in done.stderr
+    helped = subprocess.run([sys.executable, "-m", "gdram", "train", "--help"], capture_output=True, text=True,
+                            timeout=120)
+    assert helped.returncode == 0 and "--resume" in helped.stdout and "--variant" in helped.stdout

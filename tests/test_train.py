@@ -1,0 +1,158 @@
+"""The trainer: a full run's outputs, exact resume after a kill, divergence handling, random policy."""
+
+from __future__ import annotations
+
+import json
+
+import gdram.train as train
+import pytest
+import torch
+from gdram.checkpoint import load_checkpoint
+from gdram.config import GDRAMConfig
+from gdram.data import DataSplits, TensorImages
+from gdram.evaluate import RandomEmission, build_model
+from gdram.loss import LossParts
+from gdram.train import Trainer, TrainingDiverged, TrainSettings
+
+TIMING_KEYS = {"train_seconds", "images_per_second"}
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """One intra-op thread: these tiny models run faster so, and do not fight a busy CI machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def tiny_data(count: int = 48, size: int = 24, classes: int = 3) -> DataSplits:
+    """Class k: a bright 6x6 square in a class-dependent corner of a dim noisy image."""
+    generator = torch.Generator().manual_seed(0)
+    labels = torch.arange(count) % classes
+    images = (torch.rand(count, 1, size, size, generator=generator) * 60).to(torch.uint8)
+    for index, label in enumerate(labels.tolist()):
+        top, left = (2, 2 + 7 * label)
+        images[index, 0, top:top + 6, left:left + 6] = 255
+    train, val = count * 2 // 3, count * 5 // 6
+    parts = [TensorImages(images[s], labels[s]) for s in (slice(0, train), slice(train, val), slice(val, count))]
+    return DataSplits("tiny", *parts, num_classes=classes, in_channels=1, image_size=(size, size))
+
+
+def tiny_config(variant: str = "gdram") -> GDRAMConfig:
+    return GDRAMConfig(num_classes=3, in_channels=1, image_size=24, glimpse_size=8, num_scales=2, num_glimpses=3,
+                       hidden_size=16, glimpse_channels=(4, 8), context_channels=4, mlp_hidden_size=16, variant=variant)
+
+
+def _settings(**changes) -> TrainSettings:
+    return TrainSettings(**{"epochs": 3, "batch_size": 8, "eval_batch_size": 16, "lr_patience": 0, "seed": 7,
+                            "device": "cpu", **changes})
+
+
+def _without_timings(history):
+    return [{key: value for key, value in record.items() if key not in TIMING_KEYS} for record in history]
+
+
+def test_fit_writes_the_run_directory_and_a_test_summary(tmp_path):
+    summary = Trainer(tiny_config(), tiny_data(), _settings(epochs=2), tmp_path, quiet=True).fit()
+    assert {path.name for path in tmp_path.iterdir()} >= {"best.pt", "last.pt", "metrics.jsonl", "metrics.csv",
+                                                          "config.json", "summary.json"}
+    lines = (tmp_path / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(line)["epoch"] for line in lines] == [1, 2]
+    assert len((tmp_path / "metrics.csv").read_text().splitlines()) == 3
+    assert summary["test_n"] == 8 and 0 <= summary["test_top1"] <= summary["test_top5"] <= 1
+    assert summary == json.loads((tmp_path / "summary.json").read_text())
+    state = load_checkpoint(tmp_path / "last.pt")
+    assert state["epoch"] == 2 and GDRAMConfig(**state["config"]) == tiny_config()
+    assert {"optimizer", "scheduler", "rng", "metrics", "train"} <= set(state)
+    best = load_checkpoint(tmp_path / "best.pt")
+    assert best["epoch"] == summary["best_epoch"]
+
+
+class _Killed(Exception):
+    pass
+
+
+def _kill_after(epoch: int):
+    def callback(trainer: Trainer, record: dict) -> None:
+        if record["epoch"] == epoch:
+            raise _Killed
+
+    return callback
+
+
+def test_resume_after_a_kill_ends_exactly_like_an_uninterrupted_run(tmp_path):
+    data = tiny_data()
+    whole = Trainer(tiny_config(), data, _settings(), tmp_path / "whole", quiet=True)
+    whole_summary = whole.fit()
+
+    killed = Trainer(tiny_config(), data, _settings(), tmp_path / "killed", quiet=True, callbacks=[_kill_after(1)])
+    with pytest.raises(_Killed):
+        killed.fit()
+    assert load_checkpoint(tmp_path / "killed" / "last.pt")["epoch"] == 1
+    resumed = Trainer.resume(tmp_path / "killed", data, quiet=True)
+    assert resumed.epoch == 1
+    resumed_summary = resumed.fit()
+
+    for name, value in whole.model.state_dict().items():
+        assert torch.equal(value, resumed.model.state_dict()[name]), name
+    assert _without_timings(whole.history) == _without_timings(resumed.history)
+    assert whole_summary["test_top1"] == resumed_summary["test_top1"]
+    lines = (tmp_path / "killed" / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(line)["epoch"] for line in lines] == [1, 2, 3]
+
+
+def test_resume_can_extend_the_number_of_epochs(tmp_path):
+    data = tiny_data()
+    Trainer(tiny_config(), data, _settings(epochs=1), tmp_path, quiet=True).fit()
+    resumed = Trainer.resume(tmp_path, data, epochs=2, quiet=True)
+    assert resumed.fit()["epochs"] == 2
+
+
+def test_a_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
+    real_loss = train.hybrid_loss
+
+    def poisoned(result, labels):
+        parts = real_loss(result, labels)
+        if torch.is_grad_enabled() and torch.initial_seed() == train.epoch_seed(7, 2):
+            return LossParts(parts.total * float("nan"), *parts[1:])
+        return parts
+
+    monkeypatch.setattr(train, "hybrid_loss", poisoned)
+    trainer = Trainer(tiny_config(), tiny_data(), _settings(), tmp_path, quiet=True)
+    with pytest.raises(TrainingDiverged, match="loss became nan at epoch 2, step 1.*last.pt \\(epoch 1\\)"):
+        trainer.fit()
+    assert load_checkpoint(tmp_path / "last.pt")["epoch"] == 1
+
+
+def test_random_policy_moves_at_random_and_learns_no_policy():
+    model = build_model(tiny_config(), "random")
+    assert isinstance(model.emission, RandomEmission)
+    model.eval()
+    images = torch.rand(4, 1, 24, 24)
+    first, second = model(images).locations, model(images).locations
+    assert not torch.equal(first, second)  # random even in evaluation
+    assert torch.equal(model(images).weights, torch.ones(3, 4))
+    with pytest.raises(ValueError, match="attention variant"):
+        build_model(tiny_config("cnn"), "random")
+
+
+def test_cnn_baseline_trains_with_the_same_trainer(tmp_path):
+    summary = Trainer(tiny_config("cnn"), tiny_data(), _settings(epochs=1), tmp_path, quiet=True).fit()
+    assert summary["variant"] == "cnn" and summary["epochs"] == 1
+
+
+def test_settings_and_data_mismatch_are_rejected(tmp_path):
+    with pytest.raises(ValueError, match="lr must be"):
+        TrainSettings(lr=-1.0)
+    with pytest.raises(ValueError, match="policy must be one of"):
+        TrainSettings(policy="greedy")
+    config = GDRAMConfig(num_classes=5, in_channels=1, image_size=24, glimpse_size=8, num_scales=2)
+    with pytest.raises(ValueError, match="the model expects"):
+        Trainer(config, tiny_data(), _settings(), tmp_path)
+
+
+def test_training_learns_an_easy_task(tmp_path):
+    settings = _settings(epochs=10, lr=3e-3, lr_patience=5)
+    summary = Trainer(tiny_config(), tiny_data(count=120), settings, tmp_path, quiet=True).fit()
+    assert summary["best_val_top1"] >= 0.7 and summary["test_top1"] >= 0.6  # chance is 1/3
