@@ -33,8 +33,12 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     metafunc.parametrize(("case", "name"), pairs, ids=ids)
 
 
-def _check_against_fused(output: torch.Tensor, name: str, case: Case, images: torch.Tensor, loc: torch.Tensor):
-    expected = PEERS[FUSED].fn(images.detach(), loc.detach(), case.size, case.num_scales, case.scale_factor, case.mode)
+def _check_against_fused(
+    output: torch.Tensor, name: str, case: Case, images: torch.Tensor, locations: torch.Tensor
+) -> None:
+    """``output`` has the fused op's shape and, for the implementations in ``EXACT``, its values."""
+    images, locations = images.detach(), locations.detach()
+    expected = PEERS[FUSED].fn(images, locations, case.size, case.num_scales, case.scale_factor, case.mode)
     assert output.shape == expected.shape
     if name in EXACT:
         torch.testing.assert_close(output.detach(), expected, rtol=1e-4, atol=1e-4)
