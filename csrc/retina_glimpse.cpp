@@ -16,10 +16,11 @@ Glimpse check_arguments(
     double base_size,
     std::string_view mode) {
   TORCH_CHECK(images.dim() == 4, "retina_glimpse: images must have shape (B, C, H, W), got ", images.sizes());
+  const auto dtype = images.scalar_type();
   TORCH_CHECK(
-      at::isFloatingType(images.scalar_type()),
+      dtype == at::kFloat || dtype == at::kDouble || dtype == at::kHalf || dtype == at::kBFloat16,
       "retina_glimpse: images must be float32, float64, float16 or bfloat16, got ",
-      images.scalar_type());
+      dtype);
   TORCH_CHECK(
       locations.dim() == 2 && locations.size(1) == 2,
       "retina_glimpse: locations must have shape (B, 2), got ",

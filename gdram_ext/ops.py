@@ -85,7 +85,7 @@ def retina_glimpse(
         return reference.retina_glimpse(images, locations, size, num_scales, scale_factor, mode, base_size)
     base = float(size) if base_size is None else float(base_size)
     return torch.ops.gdram_ext.retina_glimpse.default(
-        images, locations, size, num_scales, float(scale_factor), base, mode
+        images, locations, int(size), int(num_scales), float(scale_factor), base, mode
     )
 
 
@@ -110,6 +110,12 @@ if _C is not None:
         grad_output, images, locations, size, num_scales, scale_factor, base_size, mode, images_grad, locations_grad
     ):
         _check_fake(images, locations, size, num_scales, scale_factor, base_size, mode)
+        expected = (images.shape[0], num_scales * images.shape[1], size, size)
+        torch._check(
+            tuple(grad_output.shape) == expected and grad_output.device == images.device,
+            lambda: f"retina_glimpse_backward: grad_output must have shape {expected} on {images.device}, "
+            f"got {tuple(grad_output.shape)} on {grad_output.device}",
+        )
         grad_images = (
             torch.empty_like(images, memory_format=torch.contiguous_format) if images_grad else images.new_empty(0)
         )

@@ -7,6 +7,7 @@ they cost no host-device synchronisation and trace cleanly under ``torch.compile
 from __future__ import annotations
 
 import math
+import numbers
 
 import torch
 
@@ -44,9 +45,9 @@ def check_arguments(
         raise ValueError(f"images and locations must be on the same device, got {images.device} and {locations.device}")
     if images.shape[1] < 1 or images.shape[2] < 1 or images.shape[3] < 1:
         raise ValueError(f"images must have C, H and W of at least 1, got {tuple(images.shape)}")
-    if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+    if not _integer(size) or size < 1:
         raise ValueError(f"size must be an integer >= 1, got {size!r}")
-    if isinstance(num_scales, bool) or not isinstance(num_scales, int) or num_scales < 1:
+    if not _integer(num_scales) or num_scales < 1:
         raise ValueError(f"num_scales must be an integer >= 1, got {num_scales!r}")
     if not _positive_number(scale_factor):
         raise ValueError(f"scale_factor must be a finite number > 0, got {scale_factor!r}")
@@ -65,7 +66,13 @@ def check_arguments(
         )
 
 
+def _integer(value: object) -> bool:
+    """A Python or NumPy integer, not a bool."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
 def _positive_number(value: object) -> bool:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
+    """A finite, positive Python or NumPy real number, not a bool."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
         return False
     return math.isfinite(value) and value > 0
