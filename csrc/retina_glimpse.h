@@ -41,20 +41,16 @@ struct Glimpse {
   }
 };
 
-GDRAM_HOST_DEVICE double floor_of(double v) {
-#if defined(__CUDA_ARCH__)
-  return ::floor(v);
-#else
-  return std::floor(v);
-#endif
+// floor and ceil of a value already known to lie well inside the int64 range: a truncating
+// conversion and a correction, with no libm call (x86-64's baseline has no rounding instruction).
+GDRAM_HOST_DEVICE int64_t floor_bounded(double v) {
+  const int64_t i = static_cast<int64_t>(v);
+  return i - static_cast<int64_t>(v < static_cast<double>(i));
 }
 
-GDRAM_HOST_DEVICE double ceil_of(double v) {
-#if defined(__CUDA_ARCH__)
-  return ::ceil(v);
-#else
-  return std::ceil(v);
-#endif
+GDRAM_HOST_DEVICE int64_t ceil_bounded(double v) {
+  const int64_t i = static_cast<int64_t>(v);
+  return i + static_cast<int64_t>(v > static_cast<double>(i));
 }
 
 // Left (or top) edge, in pixels, of a scale's square of `side` pixels centred at `coord`.
@@ -76,9 +72,8 @@ GDRAM_HOST_DEVICE Taps bilinear_taps(double centre, int64_t extent) {
   const double pos = centre - 0.5;  // pixel i's centre is at i + 0.5
   Taps taps{0, 0.0, 0.0, false, false};
   if (!(pos >= -1.0 && pos < static_cast<double>(extent))) return taps;  // also rejects NaN
-  const double base = floor_of(pos);
-  const double frac = pos - base;
-  taps.index = static_cast<int64_t>(base);
+  taps.index = floor_bounded(pos);
+  const double frac = pos - static_cast<double>(taps.index);
   taps.weight0 = 1.0 - frac;
   taps.weight1 = frac;
   taps.valid0 = taps.index >= 0;
@@ -93,12 +88,12 @@ struct Span {
 };
 
 GDRAM_HOST_DEVICE Span area_span(double start, double cell, int64_t extent) {
-  double first = floor_of(start);
-  double last = ceil_of(start + cell);
-  if (!(last > 0.0 && first < static_cast<double>(extent))) return Span{0, 0};  // also NaN
-  first = first < 0.0 ? 0.0 : first;
-  last = last > static_cast<double>(extent) ? static_cast<double>(extent) : last;
-  return Span{static_cast<int64_t>(first), static_cast<int64_t>(last)};
+  const double size = static_cast<double>(extent);
+  double end = start + cell;
+  if (!(end > 0.0 && start < size)) return Span{0, 0};  // also rejects NaN
+  const double first = start < 0.0 ? 0.0 : start;
+  end = end > size ? size : end;
+  return Span{floor_bounded(first), ceil_bounded(end)};
 }
 
 // Length of pixel i covered by the cell [start, start + cell).
@@ -113,7 +108,7 @@ GDRAM_HOST_DEVICE double area_overlap(double start, double cell, int64_t i) {
 // enters (or leaves) a cell's edge at t when the cell moves right (or down).
 GDRAM_HOST_DEVICE int64_t pixel_at(double t, int64_t extent) {
   if (!(t >= 0.0 && t < static_cast<double>(extent))) return -1;
-  return static_cast<int64_t>(floor_of(t));
+  return static_cast<int64_t>(t);  // t >= 0: truncation is floor
 }
 
 // Per-cell computations, templated on the image's element type and the accumulation type.

@@ -116,55 +116,84 @@ inline void tap_quad(const float* row, const int64_t* offset, __m128& low, __m12
   high = _mm_movehl_ps(p23, p01);
 }
 
-// Cells [first, last) of one row, float, unit stride along x, all taps inside the image: four
-// cells at a time.
+// Cells [first, last) of one row of every channel, float, unit stride along x, all taps inside
+// the image: four cells at a time, their offsets and weights loaded once for all channels.
+// Channel ch's row is written at out + ch * cells.
 inline void bilinear_row_sse(
-    const float* plane,
+    const float* sample,
+    int64_t stride_c,
+    int64_t channels,
     const AxisTaps<float>& ty,
     const std::vector<AxisTaps<float>>& taps_x,
     const TapColumns& columns,
     int64_t first,
     int64_t last,
-    float* out) {
-  const float* row0 = plane + ty.offset0;
-  const float* row1 = plane + ty.offset1;
+    float* out,
+    int64_t cells) {
   const __m128 wy0 = _mm_set1_ps(ty.weight0), wy1 = _mm_set1_ps(ty.weight1);
   int64_t c = first;
   for (; c + 4 <= last; c += 4) {
-    __m128 top_left, top_right, bottom_left, bottom_right;
-    tap_quad(row0, columns.offset.data() + c, top_left, top_right);
-    tap_quad(row1, columns.offset.data() + c, bottom_left, bottom_right);
-    const __m128 left = _mm_add_ps(_mm_mul_ps(wy0, top_left), _mm_mul_ps(wy1, bottom_left));
-    const __m128 right = _mm_add_ps(_mm_mul_ps(wy0, top_right), _mm_mul_ps(wy1, bottom_right));
+    const int64_t* offset = columns.offset.data() + c;
     const __m128 wx0 = _mm_loadu_ps(columns.weight0.data() + c), wx1 = _mm_loadu_ps(columns.weight1.data() + c);
-    _mm_storeu_ps(out + c, _mm_add_ps(_mm_mul_ps(wx0, left), _mm_mul_ps(wx1, right)));
+    for (int64_t ch = 0; ch < channels; ++ch) {
+      const float* plane = sample + ch * stride_c;
+      __m128 top_left, top_right, bottom_left, bottom_right;
+      tap_quad(plane + ty.offset0, offset, top_left, top_right);
+      tap_quad(plane + ty.offset1, offset, bottom_left, bottom_right);
+      const __m128 left = _mm_add_ps(_mm_mul_ps(wy0, top_left), _mm_mul_ps(wy1, bottom_left));
+      const __m128 right = _mm_add_ps(_mm_mul_ps(wy0, top_right), _mm_mul_ps(wy1, bottom_right));
+      _mm_storeu_ps(out + ch * cells + c, _mm_add_ps(_mm_mul_ps(wx0, left), _mm_mul_ps(wx1, right)));
+    }
   }
-  for (; c < last; ++c) out[c] = bilinear_cell(plane, ty, taps_x[c]);
+  for (; c < last; ++c) {
+    for (int64_t ch = 0; ch < channels; ++ch) out[ch * cells + c] = bilinear_cell(sample + ch * stride_c, ty, taps_x[c]);
+  }
 }
 #endif
 
-// One row of cells of one image plane.
+// Cells [first, last) of one row of every channel, any type and strides (see bilinear_row_sse).
+template <typename scalar_t, typename acc_t>
+inline void bilinear_cells(
+    const scalar_t* sample,
+    int64_t stride_c,
+    int64_t channels,
+    const AxisTaps<acc_t>& ty,
+    const std::vector<AxisTaps<acc_t>>& taps_x,
+    int64_t first,
+    int64_t last,
+    scalar_t* out,
+    int64_t cells) {
+  for (int64_t c = first; c < last; ++c) {
+    for (int64_t ch = 0; ch < channels; ++ch) {
+      out[ch * cells + c] = static_cast<scalar_t>(bilinear_cell(sample + ch * stride_c, ty, taps_x[c]));
+    }
+  }
+}
+
+// One row of cells of every channel of a sample; channel ch's row is written at out + ch * cells.
 template <typename scalar_t, typename acc_t>
 inline void bilinear_row(
-    const scalar_t* plane,
-    int64_t stride_w,
+    const scalar_t* sample,
+    const Strides4& in,
+    int64_t channels,
     const AxisTaps<acc_t>& ty,
     const std::vector<AxisTaps<acc_t>>& taps_x,
     const TapColumns& columns,
     std::pair<int64_t, int64_t> interior,
-    scalar_t* out) {
+    scalar_t* out,
+    int64_t cells) {
   const int64_t size = static_cast<int64_t>(taps_x.size());
 #if defined(__SSE2__)
   if constexpr (std::is_same_v<scalar_t, float>) {
-    if (stride_w == 1 && ty.valid0 && ty.valid1 && interior.second > interior.first) {
-      for (int64_t c = 0; c < interior.first; ++c) out[c] = bilinear_cell(plane, ty, taps_x[c]);
-      bilinear_row_sse(plane, ty, taps_x, columns, interior.first, interior.second, out);
-      for (int64_t c = interior.second; c < size; ++c) out[c] = bilinear_cell(plane, ty, taps_x[c]);
+    if (in.w == 1 && ty.valid0 && ty.valid1 && interior.second > interior.first) {
+      bilinear_cells(sample, in.c, channels, ty, taps_x, 0, interior.first, out, cells);
+      bilinear_row_sse(sample, in.c, channels, ty, taps_x, columns, interior.first, interior.second, out, cells);
+      bilinear_cells(sample, in.c, channels, ty, taps_x, interior.second, size, out, cells);
       return;
     }
   }
 #endif
-  for (int64_t c = 0; c < size; ++c) out[c] = static_cast<scalar_t>(bilinear_cell(plane, ty, taps_x[c]));
+  bilinear_cells(sample, in.c, channels, ty, taps_x, 0, size, out, cells);
 }
 
 // The cells of one scale along one axis, for area mode: cell k covers pixels
@@ -237,12 +266,8 @@ void forward_kernel(const at::Tensor& images, const at::Tensor& locations, at::T
         build_axis_taps(axis_taps_y, taps_y, in.h);
         const auto interior = interior_run(axis_taps_x);
         if constexpr (std::is_same_v<scalar_t, float>) columns.build(axis_taps_x);
-        for (int64_t ch = 0; ch < channels; ++ch) {
-          const scalar_t* plane = sample + ch * in.c;
-          scalar_t* out_plane = out_scale + ch * cells;
-          for (int64_t r = 0; r < size; ++r) {
-            bilinear_row(plane, in.w, axis_taps_y[r], axis_taps_x, columns, interior, out_plane + r * size);
-          }
+        for (int64_t r = 0; r < size; ++r) {
+          bilinear_row(sample, in, channels, axis_taps_y[r], axis_taps_x, columns, interior, out_scale + r * size, cells);
         }
       } else {
         // Separable: first the coverage-weighted sum of each cell row's image rows, then
