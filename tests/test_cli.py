@@ -118,3 +118,20 @@ def test_python_m_gdram_runs_the_cli_without_tracebacks(tmp_path):
     helped = subprocess.run([sys.executable, "-m", "gdram", "train", "--help"], capture_output=True, text=True,
                             timeout=120)
     assert helped.returncode == 0 and "--resume" in helped.stdout and "--variant" in helped.stdout
+
+
+def test_eval_accepts_a_published_state_dict_with_a_data_set(tiny_npz, tmp_path, capsys):
+    from gdram.config import GDRAMConfig
+    from gdram.model import GDRAM
+    from gdram.official import to_official
+
+    model = GDRAM(GDRAMConfig(num_classes=3, in_channels=1, image_size=24, glimpse_size=8, num_scales=2,
+                              hidden_size=16, glimpse_channels=(4, 8), context_channels=4, mlp_hidden_size=16,
+                              official_footprint=True))
+    path = tmp_path / "published.pth"
+    torch.save(to_official(model), path)
+    assert main(["eval", str(path), "--json", "--no-latency"]) == 1
+    assert "pass --dataset or --data" in capsys.readouterr().err
+    assert main(["eval", str(path), "--data", tiny_npz, "--json", "--no-latency"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["kind"] == "official" and result["n"] == 8 and result["mean_glimpses"] == 8

@@ -4,8 +4,12 @@
 ``num_clutter`` square fragments cut from other digits at random positions; it takes its digits
 from any source (MNIST, scikit-learn's digits, your own). :func:`cluttered_digits` builds the
 embedded default data set from the 1,797 handwritten 8x8 digits that scikit-learn ships with its
-package, so it needs no network. Its splits are made by *source digit*: a handwritten digit of
-the test split never appears, in any position or as clutter, in the training split.
+package, so it needs no network: each digit is upscaled to 64x64 and put at a random position on
+a 128x128 canvas with 2 fragments of 12x12 from other digits of the same split; 8 placements of
+each of the 1,200 training digits, 2 of each of the 297 validation and 300 test digits. Its splits
+are made by *source digit*: a handwritten digit of the test split never appears, in any position
+or as clutter, in the training split. These parameters are chosen so that the default
+``gdram train`` learns in a few minutes on a 2-core CPU.
 """
 
 from __future__ import annotations
@@ -137,8 +141,8 @@ class EmbeddedSpec:
         seed: seed of the split and of the generator.
     """
 
-    clutter: ClutterSpec = ClutterSpec()
-    train_placements: int = 4
+    clutter: ClutterSpec = ClutterSpec(canvas_size=128, digit_size=64, num_clutter=2, fragment_size=12)
+    train_placements: int = 8
     eval_placements: int = 2
     val_digits: int = 297
     test_digits: int = 300
