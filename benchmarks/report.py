@@ -24,6 +24,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from benchmarks.cases import FUSED, FUSED_COMPILED, headline
+from benchmarks.conftest import FULL_ENV
+from benchmarks.harness import THREADS_ENV
 
 ROOT = Path(__file__).resolve().parent.parent
 PEER_COLUMNS = (
@@ -75,6 +77,7 @@ def run_suite(json_path: Path, pytest_args: list[str]) -> int:
     command to the JSON. Returns pytest's exit code."""
     command = [sys.executable, "-m", "pytest", "benchmarks/", "--benchmark-only", f"--benchmark-json={json_path}"]
     command += pytest_args
+    env = [f"{name}={os.environ[name]}" for name in (THREADS_ENV, FULL_ENV) if name in os.environ]
     before = os.getloadavg()
     code = subprocess.call(command, cwd=ROOT)
     after = os.getloadavg()
@@ -83,7 +86,7 @@ def run_suite(json_path: Path, pytest_args: list[str]) -> int:
         data["report"] = {
             "load_average_before": before,
             "load_average_after": after,
-            "command": shlex.join(["python", "-m", "benchmarks.report", *pytest_args]),
+            "command": shlex.join([*env, "python", "-m", "benchmarks.report", *pytest_args]),
         }
         json_path.write_text(json.dumps(data, indent=2))
     return code
