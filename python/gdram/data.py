@@ -372,7 +372,7 @@ def batches(
             yield (images.pin_memory(), labels.pin_memory()) if pin_memory else (images, labels)
         return
     loader = DataLoader(Subset(dataset, order.tolist()), batch_size=batch_size, num_workers=num_workers,
-                        pin_memory=pin_memory, persistent_workers=False)
+                        pin_memory=pin_memory)
     for images, labels in loader:
         yield images, labels.long()
 
