@@ -161,7 +161,8 @@ def _train(args: argparse.Namespace) -> int:
                           quiet=args.quiet)
     summary = trainer.fit()
     if place.is_main:
-        print(f"{summary['variant']} ({summary['policy']} policy) on {summary['dataset']}: test top-1 "
+        policy = "" if summary["variant"] == "cnn" else f" ({summary['policy']} policy)"
+        print(f"{summary['variant']}{policy} on {summary['dataset']}: test top-1 "
               f"{summary['test_top1']:.4f} top-5 {summary['test_top5']:.4f} (n={summary['test_n']}), best val "
               f"{summary['best_val_top1']:.4f} at epoch {summary['best_epoch']}/{summary['epochs']}, "
               f"{summary['train_seconds']:.0f}s training; run {summary['run_dir']}")
