@@ -30,6 +30,7 @@ from gdram.networks import (
     EmissionNetwork,
     GlimpseNetwork,
     PredictionNetwork,
+    conv_layers,
     uncertainty_weight,
 )
 from gdram_ext import RetinaGlimpse
@@ -212,17 +213,10 @@ class CNNBaseline(nn.Module):
         super().__init__()
         config = GDRAMConfig(variant="cnn") if config is None else config
         self.config = config
-        first, second = config.glimpse_channels
+        second = config.glimpse_channels[1]
         pool = config.cnn_pool_size
         self.features = nn.Sequential(
-            nn.Conv2d(config.in_channels, first, kernel_size=3, padding=1),
-            nn.BatchNorm2d(first),
-            nn.ReLU(),
-            nn.MaxPool2d(2),
-            nn.Conv2d(first, second, kernel_size=3, padding=1),
-            nn.BatchNorm2d(second),
-            nn.ReLU(),
-            nn.MaxPool2d(2),
+            *conv_layers(config.in_channels, config.glimpse_channels),
             nn.AdaptiveAvgPool2d(pool),
             nn.Flatten(),
             nn.Linear(second * pool * pool, config.hidden_size),

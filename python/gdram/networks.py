@@ -17,6 +17,21 @@ SIGMA_HIGH = math.exp(0.5)
 LOG_SQRT_2PI = 0.5 * math.log(2 * math.pi)
 
 
+def conv_layers(in_channels: int, channels: tuple[int, int]) -> list[nn.Module]:
+    """Two 3x3 conv + BatchNorm + ReLU + 2x2 max-pool layers: (B, in, h, w) -> (B, channels[1], h/4, w/4)."""
+    first, second = channels
+    return [
+        nn.Conv2d(in_channels, first, kernel_size=3, padding=1),
+        nn.BatchNorm2d(first),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Conv2d(first, second, kernel_size=3, padding=1),
+        nn.BatchNorm2d(second),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+    ]
+
+
 class GlimpseNetwork(nn.Module):
     """Eq. 4: z_t = ReLU(z_image * z_loc), the glimpse feature.
 
@@ -28,19 +43,9 @@ class GlimpseNetwork(nn.Module):
 
     def __init__(self, in_channels: int, glimpse_size: int, channels: tuple[int, int], hidden_size: int) -> None:
         super().__init__()
-        first, second = channels
-        self.image_cnn = nn.Sequential(
-            nn.Conv2d(in_channels, first, kernel_size=3, padding=1),
-            nn.BatchNorm2d(first),
-            nn.ReLU(),
-            nn.MaxPool2d(2),
-            nn.Conv2d(first, second, kernel_size=3, padding=1),
-            nn.BatchNorm2d(second),
-            nn.ReLU(),
-            nn.MaxPool2d(2),
-        )
+        self.image_cnn = nn.Sequential(*conv_layers(in_channels, channels))
         pooled = glimpse_size // 2 // 2
-        self.image_fc = nn.Linear(second * pooled * pooled, hidden_size)
+        self.image_fc = nn.Linear(channels[1] * pooled * pooled, hidden_size)
         self.location_mlp = nn.Sequential(nn.Linear(2, hidden_size), nn.ReLU(), nn.Linear(hidden_size, hidden_size))
 
     def forward(self, glimpse: torch.Tensor, location: torch.Tensor) -> torch.Tensor:
