@@ -107,11 +107,8 @@ class EmissionNetwork(nn.Module):
 
     u = ReLU(BatchNorm(Linear(h))); mu = tanh(Linear(u)); log sigma^2 = tanh(Linear(u)) when
     ``learned_sigma``, else sigma = ``fixed_sigma``. In training the action is sampled and
-    clipped to [-1, 1]; in evaluation it is mu. ``log_prob`` is the log-density of the sample
-    before the clip, summed over (x, y): the clip belongs to the environment, so the score
-    function stays unbiased. (Taking the density at the clipped action, as the published code
-    does, biases the policy gradient towards the clip whenever the mean advantage is negative,
-    as it is early in training with the baseline starting at 0.5, and drives the eye to the border.)
+    clipped to [-1, 1]; in evaluation it is mu. ``log_prob`` is the log-density of the action
+    taken, summed over (x, y).
 
     ``forward(h (B, N)) -> (action (B, 2), log_prob (B,), sigma (B, 2))``; the action carries no
     gradient. ``sigma`` also feeds the step weights (eq. 12-16), so, as in the published
@@ -134,9 +131,10 @@ class EmissionNetwork(nn.Module):
             sigma = torch.full_like(mu, self.fixed_sigma)
         else:
             sigma = torch.exp(0.5 * torch.tanh(self.log_var(u).to(dtype)))
-        sample = (mu + sigma * torch.randn_like(mu) if self.training else mu).detach()
-        log_prob = -(((sample - mu) / sigma) ** 2 / 2 + torch.log(sigma) + LOG_SQRT_2PI)
-        return sample.clamp(-1.0, 1.0), log_prob.sum(dim=1), sigma
+        action = mu + sigma * torch.randn_like(mu) if self.training else mu
+        action = action.clamp(-1.0, 1.0).detach()
+        log_prob = -(((action - mu) / sigma) ** 2 / 2 + torch.log(sigma) + LOG_SQRT_2PI)
+        return action, log_prob.sum(dim=1), sigma
 
 
 class PredictionNetwork(nn.Module):
