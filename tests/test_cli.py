@@ -16,13 +16,7 @@ from PIL import Image
 TINY_MODEL = ["--glimpses", "2", "--glimpse-size", "8", "--scales", "2", "--hidden-size", "16"]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One intra-op thread: these tiny models run faster so, and do not fight a busy CI machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -17,13 +17,7 @@ from gdram.train import Trainer, TrainingDiverged, TrainSettings
 TIMING_KEYS = {"train_seconds", "images_per_second"}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One intra-op thread: these tiny models run faster so, and do not fight a busy CI machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def tiny_data(count: int = 48, size: int = 24, classes: int = 3) -> DataSplits:
