@@ -94,6 +94,29 @@ def _grid(tiles: list[Image.Image], columns: int, gap: int = 4) -> Image.Image:
     return sheet
 
 
+def _frames(
+    model: GDRAM,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    fast: bool,
+    zoom: int,
+    class_names: list[str] | None,
+    last_only: bool,
+) -> list[Image.Image]:
+    """Frame t of the grid shows glimpses 1..t; ``last_only`` draws only the final frame."""
+    found = trajectories(model, images, fast)
+    sides = glimpse_sides(model)
+    steps = found["locations"].shape[0]
+    columns = math.ceil(math.sqrt(len(images)))
+    frames = []
+    for shown in range(steps if last_only else 1, steps + 1):
+        tiles = [draw_tile(images[i].cpu(), found["locations"][:, i], found["weights"][:, i], sides, int(labels[i]),
+                           int(found["predictions"][i]), min(shown, int(found["glimpses_used"][i])), zoom, class_names)
+                 for i in range(len(images))]
+        frames.append(_grid(tiles, columns))
+    return frames
+
+
 def draw_frames(
     model: GDRAM,
     images: torch.Tensor,
@@ -103,17 +126,7 @@ def draw_frames(
     class_names: list[str] | None = None,
 ) -> list[Image.Image]:
     """Grids of ``images`` (B, C, H, W) with ``labels`` (B,): frame t shows glimpses 1..t (T frames)."""
-    found = trajectories(model, images, fast)
-    sides = glimpse_sides(model)
-    steps = found["locations"].shape[0]
-    columns = math.ceil(math.sqrt(len(images)))
-    frames = []
-    for shown in range(1, steps + 1):
-        tiles = [draw_tile(images[i].cpu(), found["locations"][:, i], found["weights"][:, i], sides, int(labels[i]),
-                           int(found["predictions"][i]), min(shown, int(found["glimpses_used"][i])), zoom, class_names)
-                 for i in range(len(images))]
-        frames.append(_grid(tiles, columns))
-    return frames
+    return _frames(model, images, labels, fast, zoom, class_names, last_only=False)
 
 
 def draw_grid(
@@ -125,7 +138,7 @@ def draw_grid(
     class_names: list[str] | None = None,
 ) -> Image.Image:
     """One grid of ``images`` (B, C, H, W) with every glimpse each image used."""
-    return draw_frames(model, images, labels, fast, zoom, class_names)[-1]
+    return _frames(model, images, labels, fast, zoom, class_names, last_only=True)[0]
 
 
 def save_picture(frames: list[Image.Image], path: str | Path, frame_ms: int = 600) -> Path:
