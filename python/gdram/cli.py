@@ -17,13 +17,16 @@ from typing import Any
 import torch
 
 from gdram.checkpoint import CheckpointError, load_checkpoint
-from gdram.config import VARIANTS, GDRAMConfig
+from gdram.config import POLICY_TRAINS, RECIPES, REWARDS, VARIANTS, GDRAMConfig
 from gdram.data import DATASETS, DataError, DataSplits, batches, load_data
 from gdram.evaluate import POLICIES, evaluation_totals, load_model, measure_latency, summarize
 from gdram.train import Trainer, TrainingDiverged, TrainSettings, init_distributed, resolve_device
 
-EMBEDDED_EPOCHS = 6  # the embedded default's few-minute CPU budget (see README, "Does it learn?")
+EMBEDDED_SETS = ("cluttered-digits", "cluttered-digits-128")
+EMBEDDED_EPOCHS = 6  # the embedded sets' few-minute CPU budget (see README, "Does it learn?")
 EMBEDDED_BATCH_SIZE = 32  # more steps in that budget than the paper's 128
+INGREDIENT_FLAGS = ("sigma_range", "weight_trains_sigma", "unclipped_log_prob", "policy_trains", "zero_init_mu",
+                    "baseline_init", "context_mode", "reward", "normalize_advantage", "policy_lr_scale")
 
 
 def _image_size(text: str) -> tuple[int, int]:
@@ -62,15 +65,46 @@ def build_parser() -> argparse.ArgumentParser:
     model = train.add_argument_group("model")
     model.add_argument("--variant", choices=VARIANTS, default="gdram", help="attention variant or the CNN baseline")
     model.add_argument("--policy", choices=POLICIES, default="learned",
-                       help="'random': glimpses at random moves (ablation of learned attention)")
+                       help="ablations of learned attention: 'random' moves, every glimpse at the 'center', or the "
+                       "'oracle' (at the target box's centre: needs boxes)")
+    model.add_argument("--recipe", choices=RECIPES, default="robust",
+                       help="training recipe: 'paper' is the published code's; 'robust' learns where to look "
+                       "(README, 'Does it learn?'); the flags below override single ingredients")
+    recipe = train.add_argument_group("recipe ingredients (default: the recipe's value; see GDRAMConfig)")
+    recipe.add_argument("--sigma-range", type=float, nargs=2, metavar=("LOW", "HIGH"),
+                        help="range of the learned sigma of a move (paper 0.61 1.65, robust 0.05 0.25)")
+    recipe.add_argument("--weight-trains-sigma", action=argparse.BooleanOptionalAction,
+                        help="let the classification loss train sigma through the uncertainty weight (paper)")
+    recipe.add_argument("--unclipped-log-prob", action=argparse.BooleanOptionalAction,
+                        help="REINFORCE on the log-density of the sample before its clip (robust)")
+    recipe.add_argument("--policy-trains", choices=POLICY_TRAINS,
+                        help="what the policy gradient trains: the emission head (paper) or the where pathway: "
+                        "emission, upper core, context network (robust)")
+    recipe.add_argument("--zero-init-mu", action=argparse.BooleanOptionalAction,
+                        help="start the mu head at zero (robust)")
+    recipe.add_argument("--baseline-init", type=float, metavar="B",
+                        help="the baseline's initial output in (0, 1) (robust: 1 / classes)")
+    recipe.add_argument("--context-mode", choices=("nearest", "bilinear", "area"),
+                        help="the context network's downsampling (paper nearest, robust area)")
+    recipe.add_argument("--reward", choices=REWARDS, help="final: 1 when the final prediction is right (paper); "
+                        "steps: share of right step predictions from the move on (robust)")
+    recipe.add_argument("--normalize-advantage", action=argparse.BooleanOptionalAction,
+                        help="divide the advantage by its batch standard deviation (robust)")
+    recipe.add_argument("--policy-lr-scale", type=float, metavar="S",
+                        help="learning rate of what only the policy gradient trains, relative to --lr")
+    guidance = train.add_argument_group("location guidance (LG-DRAM)")
+    guidance.add_argument("--location-guidance", type=float, default=0.0, metavar="FRACTION",
+                          help="share of training images whose target box also trains the policy (0: pure "
+                          "REINFORCE; needs boxes)")
+    guidance.add_argument("--guidance-weight", type=float, default=1.0, help="weight of the guidance loss")
     model.add_argument("--glimpses", type=int, help="T, glimpses per image (default 8)")
     model.add_argument("--glimpse-size", type=int, help="g, cells per side of each retina scale (default 12)")
     model.add_argument("--scales", type=int, help="S, retina scales (default 4)")
     model.add_argument("--hidden-size", type=int, help="LSTM/feature width (default 128)")
     run = train.add_argument_group("training")
-    run.add_argument("--epochs", type=int, help=f"epochs (default {EMBEDDED_EPOCHS} on cluttered-digits, else 100)")
+    run.add_argument("--epochs", type=int, help=f"epochs (default {EMBEDDED_EPOCHS} on the embedded sets, else 100)")
     run.add_argument("--batch-size", type=int,
-                     help=f"images per step (default {EMBEDDED_BATCH_SIZE} on cluttered-digits, else 128)")
+                     help=f"images per step (default {EMBEDDED_BATCH_SIZE} on the embedded sets, else 128)")
     run.add_argument("--lr", type=float, default=1e-3, help="Adam's learning rate")
     run.add_argument("--lr-patience", type=int, default=5, help="ReduceLROnPlateau patience, in epochs")
     run.add_argument("--weight-decay", type=float, default=0.0)
@@ -147,23 +181,27 @@ def _train(args: argparse.Namespace) -> int:
             raise ValueError(f"{out} already holds a run; pass --resume to continue it, or choose another --out")
         chosen = {"num_glimpses": args.glimpses, "glimpse_size": args.glimpse_size, "num_scales": args.scales,
                   "hidden_size": args.hidden_size}
+        chosen.update({name: getattr(args, name) for name in INGREDIENT_FLAGS})
         overrides = {name: value for name, value in chosen.items() if value is not None}
         config = GDRAMConfig(num_classes=data.num_classes, in_channels=data.in_channels, image_size=data.image_size,
-                             variant=args.variant, **overrides)
-        embedded = spec["source"] == "cluttered-digits"
+                             variant=args.variant, recipe=args.recipe, **overrides)
+        embedded = spec["source"] in EMBEDDED_SETS
         epochs = args.epochs or (EMBEDDED_EPOCHS if embedded else 100)
         batch_size = args.batch_size or (EMBEDDED_BATCH_SIZE if embedded else 128)
         settings = TrainSettings(epochs=epochs, batch_size=batch_size, lr=args.lr, lr_patience=args.lr_patience,
                                  weight_decay=args.weight_decay, grad_clip=args.grad_clip, seed=args.seed,
                                  device=args.device, amp=args.amp, compile=args.compile, num_workers=args.workers,
-                                 policy=args.policy)
+                                 policy=args.policy, location_guidance=args.location_guidance,
+                                 guidance_weight=args.guidance_weight)
         trainer = Trainer(config, data, settings, out, {key: value for key, value in spec.items() if key != "download"},
                           quiet=args.quiet)
     summary = trainer.fit()
     if place.is_main:
         policy = "" if summary["variant"] == "cnn" else f" ({summary['policy']} policy)"
         print(f"{summary['variant']}{policy} on {summary['dataset']}: test top-1 "
-              f"{summary['test_top1']:.4f} top-5 {summary['test_top5']:.4f} (n={summary['test_n']}), best val "
+              f"{summary['test_top1']:.4f} top-5 {summary['test_top5']:.4f} (n={summary['test_n']})"
+              + ("" if summary["test_hit_rate"] is None else f", hit rate {summary['test_hit_rate']:.3f}")
+              + ", best val "
               f"{summary['best_val_top1']:.4f} at epoch {summary['best_epoch']}/{summary['epochs']}, "
               f"{summary['train_seconds']:.0f}s training; run {summary['run_dir']}")
     return 0
@@ -192,7 +230,14 @@ def _load_for_eval(args: argparse.Namespace):
 def _eval(args: argparse.Namespace) -> int:
     loaded, data, device = _load_for_eval(args)
     dataset = _split(data, args.split)
-    result: dict[str, Any] = summarize(evaluation_totals(loaded.model, dataset, args.batch_size, device, args.fast))
+    policy = loaded.policy
+    result: dict[str, Any] = summarize(evaluation_totals(loaded.model, dataset, args.batch_size, device, args.fast,
+                                                         policy=policy))
+    result["sampled_top1"] = result["top1"]
+    if policy == "learned" and loaded.model.config.variant != "cnn":
+        sampled = evaluation_totals(loaded.model, dataset, args.batch_size, device, args.fast, policy=policy,
+                                    sample=True)
+        result["sampled_top1"] = summarize(sampled)["top1"]
     if not args.no_latency:
         result.update(measure_latency(loaded.model, dataset, device, args.fast, min(args.batch_size, 128)))
     result.update(checkpoint=str(args.checkpoint), kind=loaded.kind, variant=loaded.model.config.variant,
@@ -202,7 +247,11 @@ def _eval(args: argparse.Namespace) -> int:
         return 0
     name = "F-GDRAM" if args.fast else loaded.model.config.variant
     line = (f"{name} {args.checkpoint} on {data.name} {args.split} (n={result['n']}): top-1 {result['top1']:.4f} "
-            f"top-5 {result['top5']:.4f}, {result['mean_glimpses']:.2f} glimpses/image")
+            f"top-5 {result['top5']:.4f} (sampled path {result['sampled_top1']:.4f}), "
+            f"{result['mean_glimpses']:.2f} glimpses/image")
+    if result["hit_rate"] is not None:
+        line += (f", glimpse hit rate {result['hit_rate']:.3f}, {result['box_distance_px']:.1f} px from the target, "
+                 f"{result['border_share']:.3f} on the border")
     if not args.no_latency:
         line += (f", {result['latency_ms_batch1']:.2f} ms/image at batch 1, {result['latency_ms_batched']:.3f} "
                  f"ms/image at batch {result['latency_batch_size']} on {device}")

@@ -3,13 +3,15 @@
 :func:`generate_cluttered` puts one digit at a random position on a large blank canvas and adds
 ``num_clutter`` square fragments cut from other digits at random positions; it takes its digits
 from any source (MNIST, scikit-learn's digits, your own). :func:`cluttered_digits` builds the
-embedded default data set from the 1,797 handwritten 8x8 digits that scikit-learn ships with its
-package, so it needs no network: each digit is upscaled to 64x64 and put at a random position on
-a 128x128 canvas with 2 fragments of 12x12 from other digits of the same split; 8 placements of
-each of the 1,200 training digits, 2 of each of the 297 validation and 300 test digits. Its splits
-are made by *source digit*: a handwritten digit of the test split never appears, in any position
-or as clutter, in the training split. These parameters are chosen so that the default
-``gdram train`` learns in a few minutes on a 2-core CPU.
+embedded data sets from the 1,797 handwritten 8x8 digits that scikit-learn ships with its
+package, so they need no network (:data:`EMBEDDED_SPECS`): ``cluttered-digits`` (the default)
+upscales each digit to 28x28 (MNIST's scale) and puts it at a random position on a 96x96 canvas
+with 4 fragments of 12x12 from other digits of the same split; ``cluttered-digits-128`` uses the
+paper's 128x128 canvas with 8 fragments. Both make 8 placements of each of the 1,200 training
+digits, 2 of each of the 297 validation and 300 test digits, and record every digit's box. Their
+splits are made by *source digit*: a handwritten digit of the test split never appears, in any
+position or as clutter, in the training split. The digit covers under a tenth of the canvas, so
+a glimpse must find it: the policy matters (README, "Does it learn?").
 """
 
 from __future__ import annotations
@@ -79,8 +81,8 @@ def generate_cluttered(
     spec: ClutterSpec,
     seed: int,
     clutter_digits: np.ndarray | None = None,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Make ``num_images`` cluttered images, deterministic in ``seed``.
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Make ``num_images`` cluttered images and the box of each one's digit, deterministic in ``seed``.
 
     Image ``i`` shows digit ``i % N`` (so every source digit is used equally often) at a random
     position, with ``spec.num_clutter`` fragments cut at random from random ``clutter_digits``;
@@ -95,7 +97,9 @@ def generate_cluttered(
         clutter_digits: (M, digit_size, digit_size) uint8 source of the fragments; ``digits`` if None.
 
     Returns:
-        images (num_images, canvas_size, canvas_size) uint8 and labels (num_images,) int64.
+        images (num_images, canvas_size, canvas_size) uint8, labels (num_images,) int64 and boxes
+        (num_images, 4) float32: x0, y0, x1, y1 in pixels (pixel i spans [i, i + 1)), the tight box
+        of the digit's non-zero pixels (the whole pasted square for a blank digit).
     """
     digits = np.asarray(digits)
     clutter = digits if clutter_digits is None else np.asarray(clutter_digits)
@@ -125,7 +129,17 @@ def generate_cluttered(
             np.maximum(image[py:py + frag, px:px + frag], piece, out=image[py:py + frag, px:px + frag])
         y, x = positions[i]
         np.maximum(image[y:y + size, x:x + size], digits[sources[i]], out=image[y:y + size, x:x + size])
-    return images, np.asarray(labels, dtype=np.int64)[sources]
+    tight = np.array([_tight_box(digit) for digit in digits], dtype=np.float32)  # (N, 4) inside the square
+    offsets = np.concatenate([positions[:, ::-1], positions[:, ::-1]], axis=1).astype(np.float32)
+    return images, np.asarray(labels, dtype=np.int64)[sources], tight[sources] + offsets
+
+
+def _tight_box(digit: np.ndarray) -> tuple[int, int, int, int]:
+    """x0, y0, x1, y1 of the non-zero pixels of a (s, s) digit, the whole square if it is blank."""
+    rows, cols = np.flatnonzero(digit.any(axis=1)), np.flatnonzero(digit.any(axis=0))
+    if len(rows) == 0:
+        return 0, 0, digit.shape[1], digit.shape[0]
+    return int(cols[0]), int(rows[0]), int(cols[-1]) + 1, int(rows[-1]) + 1
 
 
 @dataclass(frozen=True)
@@ -141,7 +155,7 @@ class EmbeddedSpec:
         seed: seed of the split and of the generator.
     """
 
-    clutter: ClutterSpec = ClutterSpec(canvas_size=128, digit_size=64, num_clutter=2, fragment_size=12)
+    clutter: ClutterSpec = ClutterSpec(canvas_size=96, digit_size=28, num_clutter=4, fragment_size=12)
     train_placements: int = 8
     eval_placements: int = 2
     val_digits: int = 297
@@ -166,13 +180,21 @@ def cache_dir() -> Path:
     return Path(os.environ.get("GDRAM_CACHE", Path.home() / ".cache" / "gdram"))
 
 
+EMBEDDED_SPECS = {
+    "cluttered-digits": EmbeddedSpec(),
+    "cluttered-digits-128": EmbeddedSpec(clutter=ClutterSpec(canvas_size=128, digit_size=28, num_clutter=8,
+                                                             fragment_size=12)),
+}
+
+
 def cluttered_digits(spec: EmbeddedSpec = EmbeddedSpec(), cache: bool = True) -> dict[str, np.ndarray]:
     """The embedded data set, built from scikit-learn's digits (cached on disk, keyed by ``spec``).
 
     Returns:
-        ``x_train, y_train, x_val, y_val, x_test, y_test``: images (N, 1, S, S) uint8, labels (N,) int64.
+        ``x_train, y_train, x_val, y_val, x_test, y_test``: images (N, 1, S, S) uint8, labels (N,)
+        int64, and ``box_train, box_val, box_test``: (N, 4) float32 digit boxes (x0, y0, x1, y1, pixels).
     """
-    key = hashlib.sha256(json.dumps(asdict(spec), sort_keys=True).encode()).hexdigest()[:16]
+    key = hashlib.sha256(json.dumps({**asdict(spec), "boxes": 1}, sort_keys=True).encode()).hexdigest()[:16]
     path = cache_dir() / f"cluttered-digits-{key}.npz"
     if cache and path.is_file():
         try:
@@ -200,7 +222,7 @@ def _build_cluttered_digits(spec: EmbeddedSpec) -> dict[str, np.ndarray]:
     for offset, (name, idx, placements) in enumerate((("train", train_idx, spec.train_placements),
                                                       ("val", val_idx, spec.eval_placements),
                                                       ("test", test_idx, spec.eval_placements))):
-        images, targets = generate_cluttered(digits[idx], labels[idx], len(idx) * placements, spec.clutter,
-                                             seed=spec.seed * 1000 + offset + 1)
-        arrays[f"x_{name}"], arrays[f"y_{name}"] = images[:, None], targets
+        images, targets, boxes = generate_cluttered(digits[idx], labels[idx], len(idx) * placements, spec.clutter,
+                                                    seed=spec.seed * 1000 + offset + 1)
+        arrays[f"x_{name}"], arrays[f"y_{name}"], arrays[f"box_{name}"] = images[:, None], targets, boxes
     return arrays

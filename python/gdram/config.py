@@ -1,7 +1,8 @@
 """``GDRAMConfig``: every hyper-parameter of the GDRAM family, validated and JSON round-trippable.
 
 ``GDRAMConfig()`` is the paper's model (Gaussian RAM, ICCAS 2020): T = 8 glimpses of 4 scales
-of 12x12 (factor 2) on 128x128 RGB images, two LSTM cores of 128, 10 classes.
+of 12x12 (factor 2) on 128x128 RGB images, two LSTM cores of 128, 10 classes, trained with the
+``"robust"`` recipe; ``GDRAMConfig(recipe="paper")`` is the published code's recipe, bit for bit.
 ``GDRAMConfig(**dataclasses.asdict(cfg)) == cfg`` holds, also after a JSON trip (lists come
 back as tuples).
 """
@@ -15,6 +16,46 @@ from typing import NamedTuple
 VARIANTS = ("gdram", "dram", "gram", "ram", "ram-dl", "cnn")
 RETINA_MODES = ("bilinear", "area")
 CONTEXT_MODES = ("nearest", "bilinear", "area")
+RECIPES = ("paper", "robust")
+POLICY_TRAINS = ("emission", "where")
+REWARDS = ("final", "steps")
+
+PAPER_SIGMA_RANGE = (math.exp(-0.5), math.exp(0.5))  # sigma = exp(tanh(.) / 2) (eq. 11)
+
+# The ingredients each recipe sets; a field given explicitly (not None) overrides its recipe.
+# "paper" is the published implementation. "robust" departs from it where measurements showed the
+# published recipe does not learn where to look (README, "Does it learn?"); each departure is
+# documented on its field in GDRAMConfig.
+RECIPE_INGREDIENTS: dict[str, dict[str, object]] = {
+    "paper": {
+        "sigma_range": PAPER_SIGMA_RANGE,
+        "weight_trains_sigma": True,
+        "unclipped_log_prob": False,
+        "policy_trains": "emission",
+        "zero_init_mu": False,
+        "baseline_init": None,
+        "context_mode": "nearest",
+        "reward": "final",
+        "normalize_advantage": False,
+        "policy_lr_scale": 1.0,
+        "location_gradient": False,
+        "baseline_before_move": False,
+    },
+    "robust": {
+        "sigma_range": (0.05, 0.25),
+        "weight_trains_sigma": False,
+        "unclipped_log_prob": True,
+        "policy_trains": "where",
+        "zero_init_mu": True,
+        "baseline_init": "chance",
+        "context_mode": "area",
+        "reward": "steps",
+        "normalize_advantage": True,
+        "policy_lr_scale": 1.0,
+        "location_gradient": False,
+        "baseline_before_move": True,
+    },
+}
 
 
 class VariantSpec(NamedTuple):
@@ -58,13 +99,52 @@ class GDRAMConfig:
         glimpse_channels: channels of the glimpse CNN's two conv layers.
         context_channels: channels of the context CNN's two conv layers.
         mlp_hidden_size: hidden width of the emission, prediction and baseline MLPs.
-        context_mode: how the context network downsamples the image to g x g
-            (``F.interpolate`` mode; the published implementation uses ``"nearest"``).
         variant: one of :data:`VARIANTS` (the paper's Table 1 ablation).
         fixed_sigma: the move's standard deviation for the non-Gaussian variants.
         official_footprint: the published glimpse footprint, whose first scale spans
             g * H / (H - 1) pixels instead of g (square images only).
         cnn_pool_size: spatial size the CNN baseline pools its features to before its FC layer.
+        recipe: ``"robust"`` (default) or ``"paper"``: sets every ingredient below that is left
+            None. A checkpoint's config that predates recipes is read as ``"paper"``.
+
+    Recipe ingredients (None: the recipe's value, see :data:`RECIPE_INGREDIENTS`):
+        sigma_range: (low, high), the learned sigma's range: log sigma = mid + half * tanh(.)
+            with mid, half the centre and half-width of [log low, log high]. Paper (eq. 11):
+            (e^-1/2, e^1/2), i.e. 29-79 px of noise per move on a 128-px image, a random walk;
+            robust: (0.05, 0.25) of the move scale.
+        weight_trains_sigma: the classification loss trains sigma through the uncertainty
+            weight (eq. 12-16, paper); robust: the weight reads sigma detached, so sigma stays
+            exploration noise trained by REINFORCE alone.
+        unclipped_log_prob: REINFORCE uses log pi of the sample before its clip to [-1, 1] (the
+            unbiased estimator); the paper takes the clipped action's log-density.
+        policy_trains: what the policy gradient trains. ``"emission"`` (paper): only the
+            emission head (its input is detached), so the upper core and the context network
+            get no gradient from any loss. ``"where"`` (robust): the emission network, the upper
+            core and the context network (the upper core's input from the lower core is
+            detached); one-core variants let it into their single core.
+        zero_init_mu: the mu head starts at zero weights and bias (first glimpse at the
+            centre, no move), instead of PyTorch's default initialisation (paper).
+        baseline_init: the baseline's initial output: a value in (0, 1), ``"chance"``
+            (1 / num_classes, the reward's level before any learning; robust) or None
+            (PyTorch's default initialisation, about 0.5; paper).
+        context_mode: how the context network downsamples the image to g x g
+            (``F.interpolate`` mode): ``"nearest"`` (paper), ``"area"`` (robust: keeps a small
+            digit's mass in the coarse view, so the first glimpse can find it).
+        reward: ``"final"`` (paper, eq. 17): r = 1 when the weighted prediction is right, for
+            every move; ``"steps"`` (robust): the move placing glimpse t earns the share of
+            right step predictions from t on (eq. 10), a per-step reward-to-go.
+        normalize_advantage: divide each step's advantage r - b_t by its standard deviation
+            over the batch (robust), so the policy's step size does not follow the reward's scale.
+        policy_lr_scale: the learning rate of the modules the policy gradient trains, relative
+            to the trainer's lr.
+        location_gradient: also train the policy with the pathwise gradient of the
+            classification loss through the retina's location input (the sampled move is
+            mu + sigma * noise, differentiable; the paper uses REINFORCE alone, eq. 22-24).
+        baseline_before_move: the baseline of a move reads the state the emission network read
+            to make it (robust). The paper's b_t reads the state after the glimpse the move
+            placed, so it depends on the action it is subtracted from: the REINFORCE estimate
+            then carries a bias of -grad E[b], which pushes glimpses to where the baseline
+            expects little reward (the empty border).
     """
 
     num_classes: int = 10
@@ -79,13 +159,40 @@ class GDRAMConfig:
     glimpse_channels: tuple[int, int] = (128, 256)
     context_channels: int = 64
     mlp_hidden_size: int = 256
-    context_mode: str = "nearest"
     variant: str = "gdram"
     fixed_sigma: float = 0.15
     official_footprint: bool = False
     cnn_pool_size: int = 5
+    recipe: str = "robust"
+    sigma_range: tuple[float, float] | None = None
+    weight_trains_sigma: bool | None = None
+    unclipped_log_prob: bool | None = None
+    policy_trains: str | None = None
+    zero_init_mu: bool | None = None
+    baseline_init: float | str | None = None
+    context_mode: str | None = None
+    reward: str | None = None
+    normalize_advantage: bool | None = None
+    policy_lr_scale: float | None = None
+    location_gradient: bool | None = None
+    baseline_before_move: bool | None = None
+
+    @classmethod
+    def from_dict(cls, values: dict) -> GDRAMConfig:
+        """The config stored in a checkpoint; one written before recipes existed is the paper's."""
+        return cls(**{"recipe": "paper", **values})
 
     def __post_init__(self) -> None:
+        if self.recipe not in RECIPES:
+            raise ValueError(f"recipe must be one of {RECIPES}, got {self.recipe!r}")
+        if isinstance(self.sigma_range, list):
+            self.sigma_range = tuple(self.sigma_range)
+        for name, value in RECIPE_INGREDIENTS[self.recipe].items():
+            if getattr(self, name) is None:
+                setattr(self, name, value)
+        if self.baseline_init == "chance":
+            self.baseline_init = 1.0 / self.num_classes if isinstance(self.num_classes, int) else None
+        self._check_ingredients()
         if isinstance(self.image_size, list):
             self.image_size = tuple(self.image_size)
         if isinstance(self.glimpse_channels, list):
@@ -132,6 +239,27 @@ class GDRAMConfig:
             )
         if self.official_footprint and height != width:
             raise ValueError(f"official_footprint needs square images, got image_size={self.image_size!r}")
+
+    def _check_ingredients(self) -> None:
+        low_high = self.sigma_range
+        if not (isinstance(low_high, tuple) and len(low_high) == 2):
+            raise ValueError(f"sigma_range must be a pair (low, high), got {low_high!r}")
+        for value in low_high:
+            _check_positive_float("sigma_range", value)
+        if not low_high[0] < low_high[1]:
+            raise ValueError(f"sigma_range must have low < high, got {low_high!r}")
+        for name in ("weight_trains_sigma", "unclipped_log_prob", "zero_init_mu", "normalize_advantage",
+                     "location_gradient", "baseline_before_move"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name} must be a bool, got {getattr(self, name)!r}")
+        if self.policy_trains not in POLICY_TRAINS:
+            raise ValueError(f"policy_trains must be one of {POLICY_TRAINS}, got {self.policy_trains!r}")
+        if self.reward not in REWARDS:
+            raise ValueError(f"reward must be one of {REWARDS}, got {self.reward!r}")
+        init = self.baseline_init
+        if init is not None and (isinstance(init, (bool, str)) or not 0 < init < 1):
+            raise ValueError(f"baseline_init must lie in (0, 1), be 'chance' or None, got {init!r}")
+        _check_positive_float("policy_lr_scale", self.policy_lr_scale)
 
     @property
     def image_hw(self) -> tuple[int, int]:

@@ -8,12 +8,17 @@ work; folders of image files go through a ``DataLoader`` with workers and pinned
 
 Sources:
 
-* ``cluttered-digits`` (default, no network): see :mod:`gdram.cluttered`.
+* ``cluttered-digits`` (default) and ``cluttered-digits-128``, no network: see :mod:`gdram.cluttered`.
 * ``mnist``, ``cluttered-mnist``, ``cifar10``, ``cifar100``: the paper's Large MNIST, Large
   Cluttered MNIST, Large CIFAR-10/100, resized to 128x128 batch by batch, through torchvision
   (``download=True`` fetches them; without network a :class:`DataError` says so). Validation:
   the last 10,000 training images (after a fixed shuffle).
-* a ``.npz`` file with ``x_train, y_train, x_test, y_test`` (optional ``x_val, y_val``).
+* a ``.npz`` file with ``x_train, y_train, x_test, y_test`` (optional ``x_val, y_val``, and
+  ``box_train, box_val, box_test``: each image's target box).
+
+Target boxes ((N, 4) x0, y0, x1, y1 in pixels of the stored image, pixel i spanning [i, i + 1))
+are optional; they feed location guidance, the oracle policy and the attention metrics.
+``batches(..., boxes=True)`` yields them scaled to the returned image size, NaN where unknown.
 * a torchvision ``ImageFolder`` directory (with ``train/``, ``val/``, ``test/`` sub-folders, or one
   folder that is split 80/10/10).
 """
@@ -29,11 +34,11 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset, Subset
 
-from gdram.cluttered import ClutterSpec, EmbeddedSpec, cache_dir, cluttered_digits, generate_cluttered, resize_digits
+from gdram.cluttered import EMBEDDED_SPECS, ClutterSpec, cache_dir, cluttered_digits, generate_cluttered, resize_digits
 
 PAPER_SIZE = 128
 PAPER_VAL = 10_000
-DATASETS = ("cluttered-digits", "mnist", "cluttered-mnist", "cifar10", "cifar100")
+DATASETS = ("cluttered-digits", "cluttered-digits-128", "mnist", "cluttered-mnist", "cifar10", "cifar100")
 
 
 class DataError(ValueError):
@@ -47,10 +52,17 @@ class TensorImages(Dataset):
         images: (N, C, H, W) uint8 (0-255) or float (0-1).
         labels: (N,) int64.
         image_size: (H', W') to resize to when read, or None to keep (H, W).
+        boxes: (N, 4) float32 target boxes in pixels of (H, W), or None when unknown.
     """
 
-    def __init__(self, images: torch.Tensor, labels: torch.Tensor, image_size: tuple[int, int] | None = None):
-        self.images, self.labels = images, labels
+    def __init__(
+        self,
+        images: torch.Tensor,
+        labels: torch.Tensor,
+        image_size: tuple[int, int] | None = None,
+        boxes: torch.Tensor | None = None,
+    ):
+        self.images, self.labels, self.stored_boxes = images, labels, boxes
         self.image_size = tuple(image_size) if image_size is not None else tuple(images.shape[-2:])
 
     def __len__(self) -> int:
@@ -67,6 +79,15 @@ class TensorImages(Dataset):
         if tuple(images.shape[-2:]) != self.image_size:
             images = F.interpolate(images, size=self.image_size, mode="bilinear", antialias=True).clamp_(0, 1)
         return images, self.labels[indices]
+
+    def boxes(self, indices: torch.Tensor) -> torch.Tensor:
+        """(B, 4) float32 boxes at ``indices``, in pixels of the returned image size; NaN when unknown."""
+        if self.stored_boxes is None:
+            return torch.full((len(indices), 4), float("nan"))
+        height, width = self.images.shape[-2:]
+        out_height, out_width = self.image_size
+        scale = torch.tensor([out_width / width, out_height / height] * 2)
+        return self.stored_boxes[indices] * scale
 
 
 @dataclass
@@ -111,9 +132,9 @@ def load_data(
         num_classes: number of classes; None infers it (largest label + 1, or the folder count).
     """
     size = _pair(image_size) if image_size is not None else None
-    if source == "cluttered-digits":
-        arrays = cluttered_digits(EmbeddedSpec())
-        return _from_arrays("cluttered-digits", arrays, num_classes or 10, size)
+    if source in EMBEDDED_SPECS:
+        arrays = cluttered_digits(EMBEDDED_SPECS[source])
+        return _from_arrays(source, arrays, num_classes or 10, size)
     if source in ("mnist", "cluttered-mnist", "cifar10", "cifar100"):
         return _torchvision(source, Path(root) if root else cache_dir() / "data", download, size or (PAPER_SIZE,) * 2)
     path = Path(source).expanduser()
@@ -181,8 +202,9 @@ def load_npz(
     """Load ``x_train, y_train, x_test, y_test`` (optional ``x_val, y_val``) from a ``.npz`` file.
 
     Images: (N, H, W), (N, H, W, C) or (N, C, H, W); uint8 0-255 or float 0-1. Labels: (N,) integers
-    in ``[0, num_classes)``. Without ``x_val``, a seeded ``val_fraction`` of the training images is
-    held out for validation.
+    in ``[0, num_classes)``. Optional ``box_train``, ``box_val``, ``box_test``: (N, 4) target boxes
+    x0, y0, x1, y1 in pixels (0 <= x0 < x1 <= W, 0 <= y0 < y1 <= H). Without ``x_val``, a seeded
+    ``val_fraction`` of the training images (and their boxes) is held out for validation.
     """
     path = Path(path)
     try:
@@ -199,13 +221,24 @@ def load_npz(
     if missing:
         raise DataError(f"{path}: missing array(s) {', '.join(missing)}; found {', '.join(sorted(arrays)) or 'none'}")
     if "x_val" not in arrays:
-        arrays.update(_hold_out(arrays["x_train"], arrays["y_train"], val_fraction, seed, path))
+        if "box_val" in arrays:
+            raise DataError(f"{path}: box_val given without x_val, y_val")
+        arrays.update(_hold_out(arrays["x_train"], arrays["y_train"], val_fraction, seed, path, arrays.get("box_train")))
     return _from_arrays(path.name, arrays, num_classes, image_size, path)
 
 
-def _hold_out(images: np.ndarray, labels: np.ndarray, fraction: float, seed: int, path: Path) -> dict[str, np.ndarray]:
+def _hold_out(
+    images: np.ndarray,
+    labels: np.ndarray,
+    fraction: float,
+    seed: int,
+    path: Path,
+    boxes: np.ndarray | None = None,
+) -> dict[str, np.ndarray]:
     if len(images) != len(labels):
         raise DataError(f"{path}: y_train has {len(labels)} labels but there are {len(images)} images")
+    if boxes is not None and len(boxes) != len(images):
+        raise DataError(f"{path}: box_train has {len(boxes)} rows but there are {len(images)} images")
     if not 0 < fraction < 1:
         raise DataError(f"validation fraction must lie in (0, 1), got {fraction}")
     count = max(1, round(len(images) * fraction))
@@ -213,7 +246,33 @@ def _hold_out(images: np.ndarray, labels: np.ndarray, fraction: float, seed: int
         raise DataError(f"{path}: {len(images)} training images are too few to hold out a validation split")
     order = np.random.default_rng(seed).permutation(len(images))
     val, train = order[:count], order[count:]
-    return {"x_train": images[train], "y_train": labels[train], "x_val": images[val], "y_val": labels[val]}
+    held = {"x_train": images[train], "y_train": labels[train], "x_val": images[val], "y_val": labels[val]}
+    if boxes is not None:
+        held.update(box_train=boxes[train], box_val=boxes[val])
+    return held
+
+
+def _check_boxes(name: str, boxes: np.ndarray, count: int, image_hw: tuple[int, int], path: Path) -> torch.Tensor:
+    """(N, 4) x0, y0, x1, y1 boxes inside an (H, W) image -> float32 tensor; DataError naming the fault."""
+    if boxes.ndim != 2 or boxes.shape[1] != 4:
+        raise DataError(f"{path}: {name} has shape {boxes.shape}; expected (N, 4) rows x0, y0, x1, y1")
+    if len(boxes) != count:
+        raise DataError(f"{path}: {name} has {len(boxes)} rows but there are {count} images")
+    if boxes.dtype.kind not in "iuf":
+        raise DataError(f"{path}: {name} has dtype {boxes.dtype}; expected numbers (pixels)")
+    boxes = boxes.astype(np.float64)
+    height, width = image_hw
+    x0, y0, x1, y1 = boxes.T
+    faults = {
+        "a NaN or infinite coordinate": ~np.isfinite(boxes).all(axis=1),
+        "x1 <= x0 or y1 <= y0": (x1 <= x0) | (y1 <= y0),
+        f"a corner outside the {width}x{height} image": (x0 < 0) | (y0 < 0) | (x1 > width) | (y1 > height),
+    }
+    for fault, bad in faults.items():
+        if bad.any():
+            row = int(np.flatnonzero(bad)[0])
+            raise DataError(f"{path}: {name} row {row} {boxes[row].tolist()} has {fault}")
+    return torch.from_numpy(boxes.astype(np.float32))
 
 
 def _from_arrays(
@@ -234,6 +293,9 @@ def _from_arrays(
     shapes = {split: tuple(images.shape[1:]) for split, (images, _) in splits.items()}
     if len(set(shapes.values())) != 1:
         raise DataError(f"{where}: the splits' image shapes differ: {shapes}")
+    boxes = {split: _check_boxes(f"box_{split}", arrays[f"box_{split}"], len(splits[split][0]),
+                                 tuple(shapes[split][1:]), where)
+             for split in splits if f"box_{split}" in arrays}
     largest = max(int(labels.max()) for _, labels in splits.values())
     classes = num_classes if num_classes is not None else largest + 1
     for split, (_, labels) in splits.items():
@@ -242,7 +304,7 @@ def _from_arrays(
                             f"min {int(labels.min())}, max {int(labels.max())}")
     channels, height, width = shapes["train"]
     size = image_size or (height, width)
-    datasets = {split: TensorImages(images, labels, size) for split, (images, labels) in splits.items()}
+    datasets = {split: TensorImages(images, labels, size, boxes.get(split)) for split, (images, labels) in splits.items()}
     return DataSplits(name, datasets["train"], datasets["val"], datasets["test"], classes, channels, size)
 
 
@@ -327,7 +389,8 @@ def _torchvision(name: str, root: Path, download: bool, size: tuple[int, int]) -
               "x_test": np.asarray(test.data), "y_test": np.asarray(test.targets)}
     if name == "cluttered-mnist":
         arrays = _clutter_mnist(arrays)
-    arrays.update(_hold_out(arrays["x_train"], arrays["y_train"], PAPER_VAL / len(arrays["x_train"]), 0, root))
+    arrays.update(_hold_out(arrays["x_train"], arrays["y_train"], PAPER_VAL / len(arrays["x_train"]), 0, root,
+                            arrays.get("box_train")))
     return _from_arrays(name, arrays, len(train.classes), size, root / classes.__name__)
 
 
@@ -337,8 +400,8 @@ def _clutter_mnist(arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     out = {}
     for offset, split in enumerate(("train", "test")):
         digits = resize_digits(arrays[f"x_{split}"], spec.digit_size)
-        out[f"x_{split}"], out[f"y_{split}"] = generate_cluttered(digits, arrays[f"y_{split}"], len(digits), spec,
-                                                                  seed=offset + 1)
+        out[f"x_{split}"], out[f"y_{split}"], out[f"box_{split}"] = generate_cluttered(
+            digits, arrays[f"y_{split}"], len(digits), spec, seed=offset + 1)
     return out
 
 
@@ -354,8 +417,10 @@ def batches(
     world_size: int = 1,
     num_workers: int = 0,
     pin_memory: bool = False,
-) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """Yield ``(images (B, C, H, W) float32, labels (B,) int64)`` over this rank's share of ``dataset``.
+    boxes: bool = False,
+) -> Iterator[tuple[torch.Tensor, ...]]:
+    """Yield ``(images (B, C, H, W) float32, labels (B,) int64)`` over this rank's share of ``dataset``,
+    with ``boxes`` also the target boxes (B, 4) float32 in pixels (NaN rows where unknown).
 
     The order is a permutation seeded by ``seed`` (pass e.g. ``seed + epoch``), identical on every
     rank; rank ``r`` of ``world_size`` takes every ``world_size``-th index. When shuffling (training),
@@ -368,13 +433,14 @@ def batches(
     order = order[rank::world_size]
     if isinstance(dataset, TensorImages):
         for start in range(0, len(order), batch_size):
-            images, labels = dataset.batch(order[start:start + batch_size])
-            yield (images.pin_memory(), labels.pin_memory()) if pin_memory else (images, labels)
+            indices = order[start:start + batch_size]
+            items = (*dataset.batch(indices), dataset.boxes(indices)) if boxes else dataset.batch(indices)
+            yield tuple(item.pin_memory() for item in items) if pin_memory else items
         return
     loader = DataLoader(Subset(dataset, order.tolist()), batch_size=batch_size, num_workers=num_workers,
                         pin_memory=pin_memory)
     for images, labels in loader:
-        yield images, labels.long()
+        yield (images, labels.long(), torch.full((len(labels), 4), float("nan"))) if boxes else (images, labels.long())
 
 
 def num_batches(dataset: Dataset, batch_size: int, shuffle: bool = False, world_size: int = 1) -> int:

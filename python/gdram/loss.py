@@ -25,17 +25,22 @@ def hybrid_loss(
     *,
     baseline_weight: float = 1.0,
     reinforce_weight: float = 1.0,
+    reward: str = "final",
+    normalize_advantage: bool = False,
 ) -> LossParts:
     """The paper's hybrid loss from a forward's result and the (B,) int64 class labels.
 
     * classification: cross-entropy of the final, weighted prediction ``result.logits`` (eq. 16);
-    * reward: r = 1 if the final prediction's arg-max is the label, else 0 (the paper's reward,
-      computed on the weighted prediction as in the published implementation), the same for
-      every step of a sample (no discount);
-    * baseline: mean over steps and samples of (b_t - r)^2 (eq. 21);
-    * reinforce: mean over samples of -sum_t log pi(move placing glimpse t) * (r - b_t), with b_t
-      detached (eq. 22-24), so that gradient descent raises the log-probability of moves whose
-      reward beats the baseline.
+    * reward r_t of the move placing glimpse t: with ``reward="final"`` (the paper), 1 if the
+      final prediction's arg-max is the label, else 0 (computed on the weighted prediction as in
+      the published implementation), the same for every step of a sample (no discount); with
+      ``reward="steps"``, the share of the step predictions t, t+1, ... (eq. 10) that are right
+      (a per-step reward-to-go: a move is credited with what the glimpses from it on read);
+    * baseline: mean over steps and samples of (b_t - r_t)^2 (eq. 21);
+    * reinforce: mean over samples of -sum_t log pi(move placing glimpse t) * A_t with the
+      advantage A_t = r_t - b_t, b_t detached (eq. 22-24), so that gradient descent raises the
+      log-probability of moves whose reward beats the baseline. ``normalize_advantage`` divides
+      A_t by its standard deviation over the batch's used samples at step t.
 
     Steps a sample did not use (F-GDRAM, ``t >= glimpses_used``) are left out. For a result with
     no moves (``CNNBaseline``: ``log_probs`` of shape (0, B)) the policy terms are 0 and
@@ -45,13 +50,23 @@ def hybrid_loss(
     logits = result.logits
     _check_labels(labels, logits)
     labels = labels.long()
+    if reward not in ("final", "steps"):
+        raise ValueError(f"reward must be 'final' or 'steps', got {reward!r}")
     classification = F.cross_entropy(logits, labels)
-    reward = (logits.detach().argmax(dim=1) == labels).to(logits.dtype)  # (B,)
     steps = result.log_probs.shape[0]
     used = torch.arange(steps, device=logits.device)[:, None] < result.glimpses_used[None, :]  # (T, B)
     mask = used.to(logits.dtype)
-    baseline = (mask * (result.baselines - reward) ** 2).sum() / mask.sum().clamp(min=1.0)
-    advantage = reward - result.baselines.detach()  # (T, B)
+    if reward == "final" or steps == 0:
+        rewards = (logits.detach().argmax(dim=1) == labels).to(logits.dtype)  # (B,), every step's
+    else:
+        right = (result.step_logits.detach().argmax(dim=2) == labels).to(logits.dtype) * mask  # (T, B)
+        rewards = right.flip(0).cumsum(0).flip(0) / (mask.flip(0).cumsum(0).flip(0)).clamp(min=1.0)
+    baseline = (mask * (result.baselines - rewards) ** 2).sum() / mask.sum().clamp(min=1.0)
+    advantage = rewards - result.baselines.detach()  # (T, B)
+    if normalize_advantage and steps:
+        count = mask.sum(dim=1, keepdim=True).clamp(min=2.0)
+        centred = (advantage - (mask * advantage).sum(dim=1, keepdim=True) / count) * mask
+        advantage = advantage / ((centred**2).sum(dim=1, keepdim=True) / (count - 1)).sqrt().clamp(min=1e-3)
     reinforce = -(mask * result.log_probs * advantage).sum(dim=0).mean()
     total = classification + baseline_weight * baseline + reinforce_weight * reinforce
     return LossParts(total=total, classification=classification, baseline=baseline, reinforce=reinforce)
@@ -74,3 +89,20 @@ def _check_labels(labels: torch.Tensor, logits: torch.Tensor) -> None:
             raise ValueError(f"{message}, got {labels[~in_range].tolist()}")
     else:
         torch._assert_async(in_range.all(), message)
+
+
+def guidance_loss(result: GlimpseResult, boxes: torch.Tensor, image_hw: tuple[int, int]) -> torch.Tensor:
+    """Location guidance (LG-DRAM): how far the policy's mean glimpses are from the target.
+
+    Mean over the glimpses of the samples whose box is known (a finite row of ``boxes``, (B, 4)
+    x0, y0, x1, y1 in pixels) of the squared distance, in [-1, 1] image coordinates, between
+    ``result.mean_locations`` and the box centre; 0 (with a zero gradient) when no sample has a
+    box. Its gradient reaches the emission network's mu head and what feeds it.
+    """
+    known = torch.isfinite(boxes).all(dim=1)  # (B,)
+    height, width = image_hw
+    centre = torch.stack(((boxes[:, 0] + boxes[:, 2]) / width - 1, (boxes[:, 1] + boxes[:, 3]) / height - 1), dim=1)
+    centre = torch.where(known[:, None], centre, torch.zeros_like(centre))
+    squared = ((result.mean_locations - centre.to(result.mean_locations)) ** 2).sum(dim=2)  # (T, B)
+    weight = known.to(squared.dtype).expand_as(squared)
+    return (weight * squared).sum() / weight.sum().clamp(min=1.0)

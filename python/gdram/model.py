@@ -47,11 +47,16 @@ class GlimpseResult(NamedTuple):
         locations: (T, B, 2) centre (x, y) in [-1, 1] of each glimpse.
         log_probs: (T, B) log-probability of the move that placed glimpse t (for t = 0, of the
             initial location's emission).
-        baselines: (T, B) the reward baseline after glimpse t, in (0, 1).
+        baselines: (T, B) the reward baseline of the move that placed glimpse t, in (0, 1): read
+            from the state after glimpse t (the paper), or with ``baseline_before_move`` from the
+            state the emission network read to make that move.
         weights: (T, B) weight of glimpse t: 1 for t = 0, else from the sigma of the move that
             placed it; in (0, 1]. With ``fast=True``, 0 for the steps a sample no longer uses.
         sigmas: (T, B, 2) standard deviation of the move that placed glimpse t.
         glimpses_used: (B,) int64, glimpses that count in ``logits`` (T unless ``fast=True``).
+        mean_locations: (T, B, 2) where the policy's mean would have placed glimpse t, before the
+            clip (the target of location guidance; equal to ``locations`` inside the image when
+            the policy is not sampled).
 
     With ``fast=True`` the batch keeps running until every sample has stopped, so a finished
     sample's later entries in ``step_logits``, ``locations``, ``log_probs``, ``baselines`` and
@@ -70,6 +75,7 @@ class GlimpseResult(NamedTuple):
     weights: torch.Tensor
     sigmas: torch.Tensor
     glimpses_used: torch.Tensor
+    mean_locations: torch.Tensor
 
 
 def check_images(images: torch.Tensor, config: GDRAMConfig) -> None:
@@ -89,10 +95,13 @@ class GDRAM(nn.Module):
     """Gaussian Deep Recurrent Attention Model and its ablations (``config.variant``).
 
     ``GDRAM(GDRAMConfig(num_classes=10))`` is the paper's model (1,134,799 parameters).
-    ``forward(images (B, C, H, W), fast=False) -> GlimpseResult``; ``fast=True`` (evaluation
-    only) is F-GDRAM: a sample stops after the first glimpse t >= 2 whose weight and its
-    predecessor's are both below 0.5, and the loop ends once every sample has stopped (this
-    check is the forward's only host-device synchronisation).
+    ``forward(images (B, C, H, W), fast=False, sample=None, locations=None) -> GlimpseResult``;
+    ``fast=True`` (evaluation only) is F-GDRAM: a sample stops after the first glimpse t >= 2
+    whose weight and its predecessor's are both below 0.5, and the loop ends once every sample
+    has stopped (this check is the forward's only host-device synchronisation). ``sample``: draw
+    the moves from the policy (default: in training mode) or follow its mean. ``locations``
+    (B, 2): look there at every step instead of asking the policy (the oracle and fixed
+    policies; log-probabilities and sigmas 0, weights 1).
 
     ``retina`` (``forward(images, locations (B, 2)) -> (B, S*C, g, g)``) may be replaced by any
     module with the same contract.
@@ -117,9 +126,12 @@ class GDRAM(nn.Module):
             self.context = ContextNetwork(
                 config.in_channels, config.glimpse_size, config.context_channels, hidden, config.context_mode
             )
-        self.emission = EmissionNetwork(hidden, config.mlp_hidden_size, spec.learned_sigma, config.fixed_sigma)
+        self.emission = EmissionNetwork(hidden, config.mlp_hidden_size, spec.learned_sigma, config.fixed_sigma,
+                                        config.sigma_range, config.unclipped_log_prob, config.zero_init_mu,
+                                        config.location_gradient)
         self.prediction = PredictionNetwork(hidden, config.mlp_hidden_size, config.num_classes)
-        self.baseline = BaselineNetwork(hidden * (2 if spec.two_cores else 1), config.mlp_hidden_size)
+        self.baseline = BaselineNetwork(hidden * (2 if spec.two_cores else 1), config.mlp_hidden_size,
+                                        config.baseline_init)
         height, width = config.image_hw
         # Half the smallest scale's width, normalised to [-1, 1], per coordinate (x: W, y: H).
         half_smallest = torch.tensor([config.glimpse_size / width, config.glimpse_size / height])
@@ -138,25 +150,63 @@ class GDRAM(nn.Module):
         Relative variants: l + m * Δl with m half the largest scale's normalised width, l detached;
         absolute ones (RAM): the action itself. Both clipped by :meth:`clip_location`.
         """
-        if self.config.spec.relative_moves:
-            return self.clip_location(location.detach() + self.move_scale * action)
-        return self.clip_location(action)
+        return self.clip_location(self.unclipped_move(location, action))
 
-    def forward(self, images: torch.Tensor, fast: bool = False) -> GlimpseResult:
+    def unclipped_move(self, location: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
+        """Eq. 9 before the clip: l + m * Δl (l detached) for relative variants, the action for RAM."""
+        if self.config.spec.relative_moves:
+            return location.detach() + self.move_scale * action
+        return action
+
+    def policy_modules(self) -> list[nn.Module]:
+        """The modules that only the policy gradient trains (``config.policy_trains``; the
+        ``policy_lr_scale`` group): the emission network, and with ``"where"`` on two cores the
+        upper core and the context network."""
+        if self.config.policy_trains == "emission" or self.upper_core is None:
+            return [self.emission]
+        return [self.emission, self.upper_core, self.context]
+
+    def policy(self, lower_h: torch.Tensor, upper_h: torch.Tensor | None, sample: bool):
+        """The emission network on the state ``policy_trains`` lets it read: (action, log_prob, sigma, mu)."""
+        h = lower_h if upper_h is None else upper_h
+        return self.emission(h.detach() if self.config.policy_trains == "emission" else h, sample)
+
+    def step_weight(self, sigma: torch.Tensor) -> torch.Tensor:
+        """Eq. 12-15 on the sigma (B, 2) of the move that placed a glimpse: (B,), 1 without learned sigma."""
+        if not self.config.spec.learned_sigma:
+            return sigma.new_ones(sigma.shape[0])
+        return uncertainty_weight(sigma if self.config.weight_trains_sigma else sigma.detach(),
+                                  self.config.sigma_range)
+
+    def forward(
+        self,
+        images: torch.Tensor,
+        fast: bool = False,
+        sample: bool | None = None,
+        locations: torch.Tensor | None = None,
+    ) -> GlimpseResult:
         check_images(images, self.config)
         if fast and self.training:
             raise ValueError("fast=True (F-GDRAM) is an evaluation mode: call model.eval() first")
         if self.training and images.shape[0] < 2:
             raise ValueError("training needs a batch of at least 2 images (the emission network's BatchNorm)")
-        spec = self.config.spec
         batch = images.shape[0]
+        if locations is not None and tuple(locations.shape) != (batch, 2):
+            raise ValueError(f"locations must have shape ({batch}, 2), got {tuple(locations.shape)}")
+        sample = self.training if sample is None else sample
         steps = self.config.num_glimpses
         lower = (images.new_zeros(batch, self.config.hidden_size), images.new_zeros(batch, self.config.hidden_size))
         upper = None
         if self.context is not None:
             upper = (self.context(images), images.new_zeros(batch, self.config.hidden_size))
-        action, log_prob, sigma = self.emission(lower[0] if upper is None else upper[0])
-        location = self.clip_location(action)
+        before_move = self.baseline(lower[0] if upper is None else torch.cat((lower[0], upper[0]), dim=1))
+        if locations is None:
+            action, log_prob, sigma, mean = self.policy(lower[0], None if upper is None else upper[0], sample)
+            location = self.clip_location(action)
+        else:
+            fixed = self.clip_location(locations.to(images.dtype))
+            location, mean = fixed, fixed
+            log_prob, sigma = images.new_zeros(batch), images.new_zeros(batch, 2)
         weight = images.new_ones(batch)
         if fast:  # which samples still look, and how many glimpses each has used
             active = torch.ones(batch, dtype=torch.bool, device=images.device)
@@ -165,21 +215,26 @@ class GDRAM(nn.Module):
             active = None
             used = torch.full((batch,), steps, dtype=torch.int64, device=images.device)
         previous_weight = weight
-        outputs: dict[str, list[torch.Tensor]] = {name: [] for name in GlimpseResult._fields[1:7]}
+        names = ("step_logits", "locations", "log_probs", "baselines", "weights", "sigmas", "mean_locations")
+        outputs: dict[str, list[torch.Tensor]] = {name: [] for name in names}
+        where_input_detached = self.config.policy_trains == "where"
         for t in range(steps):
-            glimpse = self.retina(images, location.detach())
+            glimpse = self.retina(images, location if self.config.location_gradient else location.detach())
             z = self.glimpse(glimpse, location.detach())
             lower = self.lower_core(z, lower)
             if upper is not None:
-                upper = self.upper_core(lower[0], upper)
+                upper = self.upper_core(lower[0].detach() if where_input_detached else lower[0], upper)
                 state = torch.cat((lower[0], upper[0]), dim=1)
             else:
                 state = lower[0]
             outputs["step_logits"].append(self.prediction(lower[0]))
             outputs["locations"].append(location)
             outputs["log_probs"].append(log_prob)
-            outputs["baselines"].append(self.baseline(state))
+            after_glimpse = self.baseline(state)
+            outputs["baselines"].append(before_move if self.config.baseline_before_move else after_glimpse)
+            before_move = after_glimpse
             outputs["sigmas"].append(sigma)
+            outputs["mean_locations"].append(mean)
             if active is None:
                 outputs["weights"].append(weight)
             else:
@@ -189,11 +244,12 @@ class GDRAM(nn.Module):
                 active = active & ~low
                 if t >= 2 and t + 1 < steps and not bool(active.any()):  # the documented sync
                     break
-            if t + 1 < steps:
-                action, log_prob, sigma = self.emission(lower[0] if upper is None else upper[0])
+            if t + 1 < steps and locations is None:
+                action, log_prob, sigma, mu = self.policy(lower[0], None if upper is None else upper[0], sample)
+                mean = self.unclipped_move(location, mu)
                 location = self.move(location, action)
                 previous_weight = weight
-                weight = uncertainty_weight(sigma) if spec.learned_sigma else torch.ones_like(weight)
+                weight = self.step_weight(sigma)
         stacked = {name: torch.stack(values) for name, values in outputs.items()}
         weights = stacked["weights"]
         logits = (weights.unsqueeze(2) * stacked["step_logits"]).sum(0) / weights.sum(0).unsqueeze(1)
@@ -205,8 +261,9 @@ class CNNBaseline(nn.Module):
 
     Two 3x3 conv + BatchNorm + ReLU + 2x2 max-pool layers (``glimpse_channels``), adaptive
     average pooling to ``cnn_pool_size`` squared, Linear + ReLU to N, then the prediction network.
-    ``forward(images (B, C, H, W), fast=False) -> GlimpseResult`` with T = 1 (see there); ``fast``
-    is accepted for interface parity and changes nothing.
+    ``forward(images (B, C, H, W), fast=False, sample=None, locations=None) -> GlimpseResult`` with
+    T = 1 (see there); ``fast``, ``sample`` and ``locations`` are accepted for interface parity and
+    change nothing.
     """
 
     def __init__(self, config: GDRAMConfig | None = None) -> None:
@@ -224,7 +281,13 @@ class CNNBaseline(nn.Module):
         )
         self.prediction = PredictionNetwork(config.hidden_size, config.mlp_hidden_size, config.num_classes)
 
-    def forward(self, images: torch.Tensor, fast: bool = False) -> GlimpseResult:
+    def forward(
+        self,
+        images: torch.Tensor,
+        fast: bool = False,
+        sample: bool | None = None,
+        locations: torch.Tensor | None = None,
+    ) -> GlimpseResult:
         check_images(images, self.config)
         logits = self.prediction(self.features(images))
         batch = images.shape[0]
@@ -237,6 +300,7 @@ class CNNBaseline(nn.Module):
             weights=images.new_ones(1, batch),
             sigmas=images.new_zeros(1, batch, 2),
             glimpses_used=torch.ones(batch, dtype=torch.int64, device=images.device),
+            mean_locations=images.new_zeros(1, batch, 2),
         )
 
 

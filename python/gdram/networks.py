@@ -103,38 +103,61 @@ class ContextNetwork(nn.Module):
 
 
 class EmissionNetwork(nn.Module):
-    """Eq. 7 and 11: the location policy pi(Δl | h) = N(mu, sigma^2) on the (detached) core state.
+    """Eq. 7 and 11: the location policy pi(Δl | h) = N(mu, sigma^2) on the core state h.
 
-    u = ReLU(BatchNorm(Linear(h))); mu = tanh(Linear(u)); log sigma^2 = tanh(Linear(u)) when
-    ``learned_sigma``, else sigma = ``fixed_sigma``. In training the action is sampled and
-    clipped to [-1, 1]; in evaluation it is mu. ``log_prob`` is the log-density of the action
-    taken, summed over (x, y).
+    u = ReLU(BatchNorm(Linear(h))); mu = tanh(Linear(u)); when ``learned_sigma``,
+    log sigma = mid + half * tanh(Linear(u)) with [mid - half, mid + half] = [log low, log high]
+    of ``sigma_range`` (the paper's exp(tanh / 2) for (e^-1/2, e^1/2)), else sigma = ``fixed_sigma``.
+    With ``sample`` the action is mu + sigma * noise, clipped to [-1, 1]; otherwise it is mu.
+    ``log_prob`` is the log-density, summed over (x, y), of the clipped action (the published
+    code) or, with ``unclipped_log_prob``, of the sample before the clip (unbiased REINFORCE).
+    ``zero_init_mu`` starts the mu head at zero (mu = 0 for every input).
 
-    ``forward(h (B, N)) -> (action (B, 2), log_prob (B,), sigma (B, 2))``; the action carries no
-    gradient. ``sigma`` also feeds the step weights (eq. 12-16), so, as in the published
-    implementation, the classification loss trains the sigma head too.
+    ``forward(h (B, N), sample) -> (action (B, 2), log_prob (B,), sigma (B, 2), mu (B, 2))``. The
+    action carries no gradient, unless ``reparameterized``: then it is a differentiable function
+    of mu and sigma (mu + sigma * noise, the reparameterisation trick), so a loss that depends on
+    where the glimpse is (through the retina) trains the policy directly. Whether h is detached
+    is the caller's choice (``policy_trains``).
     """
 
-    def __init__(self, input_size: int, hidden_size: int, learned_sigma: bool, fixed_sigma: float) -> None:
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        learned_sigma: bool,
+        fixed_sigma: float,
+        sigma_range: tuple[float, float] = (SIGMA_LOW, SIGMA_HIGH),
+        unclipped_log_prob: bool = False,
+        zero_init_mu: bool = False,
+        reparameterized: bool = False,
+    ) -> None:
         super().__init__()
         self.hidden = nn.Sequential(nn.Linear(input_size, hidden_size), nn.BatchNorm1d(hidden_size), nn.ReLU())
         self.mu = nn.Linear(hidden_size, 2)
         self.log_var = nn.Linear(hidden_size, 2) if learned_sigma else None
         self.fixed_sigma = fixed_sigma
+        low, high = math.log(sigma_range[0]), math.log(sigma_range[1])
+        self.log_sigma_mid, self.log_sigma_half = (low + high) / 2, (high - low) / 2
+        self.unclipped_log_prob = unclipped_log_prob
+        self.reparameterized = reparameterized
+        if zero_init_mu:
+            nn.init.zeros_(self.mu.weight)
+            nn.init.zeros_(self.mu.bias)
 
-    def forward(self, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        u = self.hidden(h.detach())
+    def forward(self, h: torch.Tensor, sample: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        u = self.hidden(h)
         mu_logit = self.mu(u)
         dtype = torch.promote_types(mu_logit.dtype, torch.float32)  # the policy's math in >= float32 (autocast)
         mu = torch.tanh(mu_logit.to(dtype))
         if self.log_var is None:
             sigma = torch.full_like(mu, self.fixed_sigma)
         else:
-            sigma = torch.exp(0.5 * torch.tanh(self.log_var(u).to(dtype)))
-        action = mu + sigma * torch.randn_like(mu) if self.training else mu
-        action = action.clamp(-1.0, 1.0).detach()
-        log_prob = -(((action - mu) / sigma) ** 2 / 2 + torch.log(sigma) + LOG_SQRT_2PI)
-        return action, log_prob.sum(dim=1), sigma
+            sigma = torch.exp(self.log_sigma_mid + self.log_sigma_half * torch.tanh(self.log_var(u).to(dtype)))
+        drawn = mu + sigma * torch.randn_like(mu) if sample else mu
+        action = drawn.clamp(-1.0, 1.0)
+        taken = (drawn if self.unclipped_log_prob else action).detach()
+        log_prob = -(((taken - mu) / sigma) ** 2 / 2 + torch.log(sigma) + LOG_SQRT_2PI)
+        return action if self.reparameterized else action.detach(), log_prob.sum(dim=1), sigma, mu
 
 
 class PredictionNetwork(nn.Module):
@@ -156,20 +179,29 @@ class BaselineNetwork(nn.Module):
 
     As in the published implementation, the two layers have no nonlinearity between them.
     ``forward(h (B, I)) -> (B,)`` in (0, 1); its input is detached, so only the baseline loss trains it.
+    ``initial`` in (0, 1): the output layer starts at zero weights and bias logit(initial), so
+    b_t = initial for every input at first; None keeps PyTorch's initialisation (about 0.5).
     """
 
-    def __init__(self, input_size: int, hidden_size: int) -> None:
+    def __init__(self, input_size: int, hidden_size: int, initial: float | None = None) -> None:
         super().__init__()
         self.mlp = nn.Sequential(nn.Linear(input_size, hidden_size), nn.Linear(hidden_size, 1))
+        if initial is not None:
+            nn.init.zeros_(self.mlp[1].weight)
+            nn.init.constant_(self.mlp[1].bias, math.log(initial / (1 - initial)))
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
         return torch.sigmoid(self.mlp(h.detach())).squeeze(1)
 
 
-def uncertainty_weight(sigma: torch.Tensor) -> torch.Tensor:
-    """Eq. 12-15: w = 1 - mean over (x, y) of (sigma - e^-1/2) / (e^1/2 - e^-1/2).
+def uncertainty_weight(
+    sigma: torch.Tensor, sigma_range: tuple[float, float] = (SIGMA_LOW, SIGMA_HIGH)
+) -> torch.Tensor:
+    """Eq. 12-15: w = 1 - mean over (x, y) of (sigma - low) / (high - low), (low, high) = ``sigma_range``.
 
-    ``sigma (B, 2)`` in (e^-1/2, e^1/2) -> ``(B,)`` in (0, 1); a confident move weighs more.
+    ``sigma (B, 2)`` in (low, high) (the paper: (e^-1/2, e^1/2)) -> ``(B,)`` in (0, 1); a confident
+    move weighs more.
     """
-    normalised = (sigma - SIGMA_LOW) / (SIGMA_HIGH - SIGMA_LOW)
+    low, high = sigma_range
+    normalised = (sigma - low) / (high - low)
     return 1.0 - normalised.mean(dim=1)

@@ -100,7 +100,7 @@ def official_config(state_dict: Mapping[str, torch.Tensor], **overrides: Any) ->
         "mlp_hidden_size": state_dict["class_net.fc.0.weight"].shape[0],
         "variant": "gdram",
         "official_footprint": True,
-        "context_mode": "nearest",
+        "recipe": "paper",
     }
     return GDRAMConfig(**{**inferred, **overrides})
 

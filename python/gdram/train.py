@@ -33,9 +33,11 @@ from tqdm import tqdm
 
 from gdram.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from gdram.config import GDRAMConfig
-from gdram.data import DataSplits, batches, num_batches
-from gdram.evaluate import POLICIES, build_model, evaluation_totals, summarize
-from gdram.loss import hybrid_loss
+from gdram.data import DataSplits, TensorImages, batches, num_batches
+from gdram.evaluate import POLICIES, build_model, evaluation_totals, run_policy, summarize
+from gdram.loss import guidance_loss, hybrid_loss
+from gdram.model import GDRAM
+from gdram.plots import plot_learning_curve
 
 
 class TrainingDiverged(RuntimeError):
@@ -58,9 +60,14 @@ class TrainSettings:
         amp: bf16 autocast in the forward pass.
         compile: ``torch.compile`` the model (CUDA graphs on GPU: ``mode="reduce-overhead"``).
         num_workers: DataLoader workers for data sets read from files.
-        policy: ``"learned"`` (the paper) or ``"random"``: glimpses at uniformly random moves, an
-            ablation showing what learned attention adds.
+        policy: ``"learned"`` (the paper), or an ablation that shows what learned attention adds:
+            ``"random"`` (uniformly random moves), ``"center"`` (every glimpse at the image
+            centre), ``"oracle"`` (every glimpse at the target box's centre: the ceiling).
         eval_batch_size: images per validation/test batch.
+        location_guidance: share of the training images whose target box is used (LG-DRAM): for
+            them the policy's mean glimpses are also pulled towards the box centre by
+            :func:`gdram.loss.guidance_loss`; 0 is pure REINFORCE (the paper).
+        guidance_weight: weight of that loss in the total.
     """
 
     epochs: int = 10
@@ -77,6 +84,8 @@ class TrainSettings:
     num_workers: int = 2
     policy: str = "learned"
     eval_batch_size: int = 256
+    location_guidance: float = 0.0
+    guidance_weight: float = 1.0
 
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size", "eval_batch_size", "lr_patience"):
@@ -93,6 +102,10 @@ class TrainSettings:
             raise ValueError(f"policy must be one of {POLICIES}, got {self.policy!r}")
         if self.num_workers < 0:
             raise ValueError(f"num_workers must be >= 0, got {self.num_workers}")
+        if not 0 <= self.location_guidance <= 1:
+            raise ValueError(f"location_guidance must lie in [0, 1], got {self.location_guidance!r}")
+        if not (math.isfinite(self.guidance_weight) and self.guidance_weight >= 0):
+            raise ValueError(f"guidance_weight must be a finite number >= 0, got {self.guidance_weight!r}")
 
 
 @dataclass(frozen=True)
@@ -160,7 +173,8 @@ class Trainer:
     each epoch's checkpoint is written (raise from one to stop the run).
 
     Run directory (written by rank 0): ``config.json``, ``last.pt``, ``best.pt``, ``metrics.jsonl``,
-    ``metrics.csv``, ``summary.json``, and ``tensorboard/`` when TensorBoard is installed.
+    ``metrics.csv``, ``learning_curve.png``, ``summary.json``, and ``tensorboard/`` when TensorBoard
+    is installed.
     """
 
     def __init__(
@@ -182,7 +196,8 @@ class Trainer:
         self.device = resolve_device(self.settings.device, self.place)
         torch.manual_seed(self.settings.seed)  # identical initial weights on every rank
         self.model = build_model(config, self.settings.policy).to(self.device)
-        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=self.settings.lr,
+        self.train_images = self._guided_training_set()
+        self.optimizer = torch.optim.Adam(self._parameter_groups(), lr=self.settings.lr,
                                           weight_decay=self.settings.weight_decay)
         self.scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
             self.optimizer, mode="max", factor=self.settings.lr_factor, patience=self.settings.lr_patience)
@@ -194,6 +209,38 @@ class Trainer:
         self._writer = None
 
     # ------------------------------------------------------------------------------ construction
+
+    def _parameter_groups(self) -> list[dict[str, Any]]:
+        """Adam's groups: what only the policy gradient trains at ``lr * policy_lr_scale``, the rest at ``lr``."""
+        policy = [p for module in self.model.policy_modules() for p in module.parameters()] \
+            if isinstance(self.model, GDRAM) else []
+        chosen = {id(parameter) for parameter in policy}
+        rest = [parameter for parameter in self.model.parameters() if id(parameter) not in chosen]
+        groups = [{"params": rest}]
+        if policy:
+            groups.append({"params": policy, "lr": self.settings.lr * self.config.policy_lr_scale})
+        return groups
+
+    def _guided_training_set(self):
+        """The training split, its boxes kept only where training uses them.
+
+        Location guidance keeps a seeded ``location_guidance`` share of the boxes (the others
+        become NaN); the oracle policy keeps them all; otherwise training reads no box.
+        """
+        settings, train = self.settings, self.data.train
+        boxes = getattr(train, "stored_boxes", None)
+        needs = settings.policy == "oracle" or settings.location_guidance > 0
+        if needs and (boxes is None or not bool(torch.isfinite(boxes).all())):
+            what = "the oracle policy" if settings.policy == "oracle" else "location guidance"
+            raise ValueError(f"{what} needs a target box for every training image; {self.data.name} has none "
+                             "(box_train in a .npz file, or a generated cluttered set)")
+        if settings.policy == "oracle" or settings.location_guidance == 0:
+            return train
+        count = round(settings.location_guidance * len(train))
+        chosen = torch.randperm(len(train), generator=torch.Generator().manual_seed(settings.seed))[:count]
+        kept = torch.full_like(boxes, float("nan"))
+        kept[chosen] = boxes[chosen]
+        return TensorImages(train.images, train.labels, train.image_size, kept)
 
     def _wrap(self, model: nn.Module) -> nn.Module:
         if self.place.enabled:
@@ -217,7 +264,8 @@ class Trainer:
         settings = TrainSettings(**state["train"])
         if epochs is not None:
             settings = dataclasses.replace(settings, epochs=epochs)
-        trainer = cls(GDRAMConfig(**state["config"]), data, settings, run_dir, state.get("data"), quiet, callbacks)
+        trainer = cls(GDRAMConfig.from_dict(state["config"]), data, settings, run_dir, state.get("data"), quiet,
+                      callbacks)
         trainer.model.load_state_dict(state["model"])
         trainer.optimizer.load_state_dict(state["optimizer"])
         trainer.scheduler.load_state_dict(state["scheduler"])
@@ -282,18 +330,23 @@ class Trainer:
         steps = num_batches(self.data.train, settings.batch_size, True, self.place.world_size)
         bar = tqdm(total=steps, desc=f"epoch {epoch}/{settings.epochs}", unit="batch", leave=False,
                    disable=self.quiet or not self.place.is_main, dynamic_ncols=True)
-        for step, (images, labels) in enumerate(batches(
-                self.data.train, settings.batch_size, shuffle=True, seed=settings.seed + epoch,
+        config = self.config
+        for step, (images, labels, boxes) in enumerate(batches(
+                self.train_images, settings.batch_size, shuffle=True, seed=settings.seed + epoch,
                 rank=self.place.rank, world_size=self.place.world_size, num_workers=settings.num_workers,
-                pin_memory=pin)):
+                pin_memory=pin, boxes=True)):
             images = images.to(self.device, non_blocking=pin)
             labels = labels.to(self.device, non_blocking=pin)
+            boxes = boxes.to(self.device, non_blocking=pin)
             with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=settings.amp):
-                result = self.step_model(images)
-            parts = hybrid_loss(result, labels)
-            self._check_finite(parts.total, epoch, step)
+                result = run_policy(self.step_model, images, boxes, settings.policy)
+            parts = hybrid_loss(result, labels, reward=config.reward, normalize_advantage=config.normalize_advantage)
+            total = parts.total
+            if settings.location_guidance > 0:
+                total = total + settings.guidance_weight * guidance_loss(result, boxes, config.image_hw)
+            self._check_finite(total, epoch, step)
             self.optimizer.zero_grad(set_to_none=True)
-            parts.total.backward()
+            total.backward()
             if settings.grad_clip is not None:
                 nn.utils.clip_grad_norm_(self.model.parameters(), settings.grad_clip)
             self.optimizer.step()
@@ -311,6 +364,7 @@ class Trainer:
         totals = self._sum_over_ranks(totals)
         seconds = time.perf_counter() - start
         validation = self.evaluate(self.data.val)
+        sampled = self.evaluate(self.data.val, sample=True) if settings.policy == "learned" else validation
         self.scheduler.step(validation["top1"])
         self.epoch = epoch
         record = {
@@ -324,6 +378,10 @@ class Trainer:
             "val_loss": validation["loss"],
             "val_top1": validation["top1"],
             "val_top5": validation["top5"],
+            "val_sampled_top1": sampled["top1"],
+            "val_hit_rate": validation["hit_rate"],
+            "val_box_distance_px": validation["box_distance_px"],
+            "val_border_share": validation["border_share"],
             "train_seconds": seconds,
             "images_per_second": float(totals[5]) / seconds,
         }
@@ -337,8 +395,9 @@ class Trainer:
             if improved:
                 save_checkpoint(state, self.run_dir / "best.pt")
             self._write_metrics(record)
+            hits = "" if record["val_hit_rate"] is None else f" hit {record['val_hit_rate']:.2f}"
             self._log(f"epoch {epoch}/{settings.epochs}: loss {record['train_loss']:.4f} "
-                      f"train {record['train_top1']:.4f} val {record['val_top1']:.4f} "
+                      f"train {record['train_top1']:.4f} val {record['val_top1']:.4f}{hits} "
                       f"lr {record['lr']:.2g} {record['images_per_second']:.0f} img/s {seconds:.1f}s"
                       + (" *" if improved else ""))
         return record
@@ -359,10 +418,11 @@ class Trainer:
         dist.all_reduce(reduced)
         return reduced.cpu()
 
-    def evaluate(self, dataset, fast: bool = False) -> dict[str, float]:
-        """Loss, top-1/top-5 accuracy and mean glimpses on ``dataset``, shared out over the ranks."""
+    def evaluate(self, dataset, fast: bool = False, sample: bool = False) -> dict[str, float | None]:
+        """:func:`gdram.evaluate.summarize` of ``dataset`` under the run's policy, shared out over the ranks."""
         totals = evaluation_totals(self.model, dataset, self.settings.eval_batch_size, self.device, fast,
-                                   self.place.rank, self.place.world_size, self.settings.amp, self.settings.num_workers)
+                                   self.place.rank, self.place.world_size, self.settings.amp, self.settings.num_workers,
+                                   self.settings.policy, sample)
         return summarize(self._sum_over_ranks(totals))
 
     def finish(self) -> dict[str, Any]:
@@ -373,6 +433,7 @@ class Trainer:
         if best_path.is_file():
             self.model.load_state_dict(load_checkpoint(best_path, map_location=self.device)["model"])
         test = self.evaluate(self.data.test)
+        sampled = self.evaluate(self.data.test, sample=True) if self.settings.policy == "learned" else test
         summary = {
             "dataset": self.data.name,
             "variant": self.config.variant,
@@ -380,6 +441,10 @@ class Trainer:
             "test_top1": test["top1"],
             "test_top5": test["top5"],
             "test_n": test["n"],
+            "test_sampled_top1": sampled["top1"],
+            "test_hit_rate": test["hit_rate"],
+            "test_box_distance_px": test["box_distance_px"],
+            "test_border_share": test["border_share"],
             "best_val_top1": self.best_accuracy,
             "best_epoch": self.best_epoch,
             "epochs": self.epoch,
@@ -406,10 +471,11 @@ class Trainer:
             writer.writeheader()
             writer.writerows(self.history)
         os.replace(temporary, self.run_dir / "metrics.csv")
+        plot_learning_curve(self.history, self.run_dir / "learning_curve.png")
         writer = self._tensorboard()
         if writer is not None:
             for key, value in record.items():
-                if key != "epoch":
+                if key != "epoch" and value is not None:
                     writer.add_scalar(key, value, record["epoch"])
             writer.flush()
 

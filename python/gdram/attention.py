@@ -1,0 +1,72 @@
+"""Where the glimpses go: target boxes, the oracle's locations and the attention metrics.
+
+Boxes are (B, 4) x0, y0, x1, y1 in pixels of the model's (H, W) input (pixel i spans [i, i + 1)),
+NaN rows where a sample's target is unknown. Locations are (x, y) in [-1, 1] (the retina's
+convention: -1 the left/top edge, +1 the right/bottom edge).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from gdram.model import GlimpseResult
+
+BORDER_TOLERANCE = 1e-4  # a glimpse this close to the location clip counts as on the border
+
+
+def box_centres(boxes: torch.Tensor, image_hw: tuple[int, int]) -> torch.Tensor:
+    """(B, 4) boxes -> (B, 2) their centres (x, y) in [-1, 1] coordinates (NaN where unknown)."""
+    height, width = image_hw
+    return torch.stack(((boxes[:, 0] + boxes[:, 2]) / width - 1, (boxes[:, 1] + boxes[:, 3]) / height - 1), dim=1)
+
+
+def glimpse_counts(
+    result: GlimpseResult, boxes: torch.Tensor, image_hw: tuple[int, int], location_bound: torch.Tensor | None
+) -> torch.Tensor:
+    """Sums over the glimpses a batch used: (5,) float64 hits, pixel distance, with box, on border, glimpses.
+
+    * hits: glimpses whose centre lies in the sample's box;
+    * pixel distance: summed distance, in pixels, from the glimpse centre to the box centre;
+    * with box: glimpses of samples whose box is known (the denominator of the two above);
+    * on border: glimpses on the location clip (``location_bound``, (2,): |x| or |y| within
+      :data:`BORDER_TOLERANCE` of it); none when ``location_bound`` is None (no moves);
+    * glimpses: glimpses used (the denominator of the border share).
+
+    Args:
+        result: a forward's result; its ``weights > 0`` mark the glimpses used.
+        boxes: (B, 4) target boxes in pixels, NaN rows when unknown.
+        image_hw: (H, W) of the model's input.
+        location_bound: (2,) the model's location clip, or None.
+    """
+    height, width = image_hw
+    locations = result.locations.detach().double()  # (T, B, 2)
+    used = result.weights.detach() > 0  # (T, B)
+    boxes = boxes.to(locations)
+    known = torch.isfinite(boxes).all(dim=1)  # (B,)
+    pixel_x = (locations[..., 0] + 1) / 2 * width
+    pixel_y = (locations[..., 1] + 1) / 2 * height
+    inside = (pixel_x >= boxes[:, 0]) & (pixel_x <= boxes[:, 2]) & (pixel_y >= boxes[:, 1]) & (pixel_y <= boxes[:, 3])
+    centre_x, centre_y = (boxes[:, 0] + boxes[:, 2]) / 2, (boxes[:, 1] + boxes[:, 3]) / 2
+    distance = torch.hypot(pixel_x - centre_x, pixel_y - centre_y)
+    counted = used & known  # (T, B)
+    if location_bound is None:
+        border = torch.zeros_like(used)
+    else:
+        border = (locations.abs() >= location_bound.to(locations) - BORDER_TOLERANCE).any(dim=2) & used
+    return torch.stack([
+        (inside & counted).sum().double(),
+        torch.where(counted, distance, torch.zeros_like(distance)).sum(),
+        counted.sum().double(),
+        border.sum().double(),
+        used.sum().double(),
+    ]).cpu()
+
+
+def attention_metrics(counts: torch.Tensor) -> dict[str, float | None]:
+    """``hit_rate``, ``box_distance_px`` and ``border_share`` from summed :func:`glimpse_counts` (None: unknown)."""
+    hits, distance, with_box, border, glimpses = (float(value) for value in counts)
+    return {
+        "hit_rate": hits / with_box if with_box else None,
+        "box_distance_px": distance / with_box if with_box else None,
+        "border_share": border / glimpses if glimpses else None,
+    }
