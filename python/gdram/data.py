@@ -30,6 +30,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from gdram.cluttered import ClutterSpec, EmbeddedSpec, cache_dir, cluttered_digits, generate_cluttered, resize_digits
+from gdram.datafiles import check_images, read_image, require_npz
 
 PAPER_SIZE = 128
 PAPER_VAL = 10_000
@@ -185,6 +186,7 @@ def load_npz(
     held out for validation.
     """
     path = Path(path)
+    require_npz(path)
     try:
         with np.load(path, allow_pickle=False) as stored:
             arrays = {name: stored[name] for name in stored.files}
@@ -272,6 +274,7 @@ def _image_folder(
     except (FileNotFoundError, RuntimeError) as error:
         raise DataError(f"{roots[0]}: not an ImageFolder directory (one sub-folder of images per class): {error}") \
             from None
+    check_images([sample for sample, _ in probe.samples], roots[0])
     with Image.open(probe.samples[0][0]) as first:
         channels = 1 if first.mode in ("1", "L", "I", "I;16", "F") else 3
         size = image_size or (first.height, first.width)
@@ -279,7 +282,9 @@ def _image_folder(
     transform = transforms.Compose([_Convert(mode), transforms.Resize(size), transforms.ToTensor()])
 
     def folder(root: Path) -> datasets.ImageFolder:
-        loaded = datasets.ImageFolder(str(root), transform=transform)
+        loaded = datasets.ImageFolder(str(root), transform=transform, loader=read_image)
+        if root != roots[0]:
+            check_images([sample for sample, _ in loaded.samples], root)
         if loaded.classes != probe.classes:
             raise DataError(f"{root}: classes {loaded.classes} differ from the training classes {probe.classes}")
         return loaded
