@@ -119,3 +119,8 @@ def test_stale_temporaries_of_dead_processes_are_removed_and_live_ones_kept(tmp_
     assert sorted(remove_stale_temporaries(tmp_path)) == sorted([dead, own])
     assert live.exists() and unrelated.exists() and load_checkpoint(tmp_path / "last.pt")["epoch"] == 1
     assert remove_stale_temporaries(tmp_path / "absent") == []
+
+
+def test_a_directory_given_as_a_checkpoint_is_named_as_such(tmp_path):
+    with pytest.raises(CheckpointError, match="is a directory; give a checkpoint file, such as .*best.pt"):
+        load_checkpoint(tmp_path)

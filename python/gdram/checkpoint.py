@@ -116,6 +116,8 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
 def load_state_file(path: str | Path, map_location: str | torch.device = "cpu") -> Any:
     """``torch.load(path, weights_only=True)`` with a :class:`CheckpointError` naming the file on failure."""
     path = Path(path)
+    if path.is_dir():
+        raise CheckpointError(f"{path}: is a directory; give a checkpoint file, such as {path / 'best.pt'}")
     if not path.is_file():
         raise CheckpointError(f"{path}: no such checkpoint file")
     try:
