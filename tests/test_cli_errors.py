@@ -343,6 +343,15 @@ def test_resume_refuses_other_data_and_records_moved_data(tiny_npz, trained_run,
     assert load_checkpoint(run / "last.pt")["data"]["source"] == str(moved)
 
 
+def test_an_older_runs_relative_data_path_that_is_not_found_asks_for_data(tmp_path):
+    from gdram.data import DataError
+    from gdram.provenance import verify
+
+    with pytest.raises(DataError, match="data/d.npz: no such file or directory .*pass --data"):
+        verify({"source": "data/d.npz"}, "run/best.pt")
+    verify({"source": "mnist"}, "run/best.pt")
+
+
 def test_a_run_on_the_embedded_set_records_its_generator(tmp_path):
     from gdram.provenance import locate, verify
 

@@ -187,8 +187,10 @@ def _warn(command: str, warnings: list[str]) -> None:
         print(f"gdram {command}: warning: {warning}", file=sys.stderr)
 
 
-def _check_run_dir(out: Path) -> None:
-    """Refuse a run directory that is a file or cannot be created or written."""
+def _check_new_run_dir(out: Path) -> None:
+    """Refuse a run directory that holds a run, is a file, or cannot be created or written."""
+    if (out / "last.pt").exists():
+        raise ValueError(f"{out} already holds a run; pass --resume to continue it, or choose another --out")
     existing = next(folder for folder in (out, *out.parents) if folder.exists())
     if not existing.is_dir():
         raise ValueError(f"--out {out}: {existing} exists and is not a directory")
@@ -270,16 +272,14 @@ def _train(args: argparse.Namespace) -> int:
     else:
         _refuse_ignored_flags(args)
         if out is not None:
-            _check_run_dir(out)
+            _check_new_run_dir(out)
         spec = locate(_data_spec(args, None))
         data = _load(spec, args.download)
         _warn("train", check_classes(data))
         if out is None:
             out = Path("runs") / f"{args.variant or 'gdram'}-{Path(data.name).stem}-{time.strftime('%Y%m%d-%H%M%S')}"
-            _check_run_dir(out)
+            _check_new_run_dir(out)
         args.run_dir = out
-        if (out / "last.pt").exists():
-            raise ValueError(f"{out} already holds a run; pass --resume to continue it, or choose another --out")
         remove_stale_temporaries(out)
         chosen = {"num_glimpses": args.glimpses, "glimpse_size": args.glimpse_size, "num_scales": args.scales,
                   "hidden_size": args.hidden_size}

@@ -78,9 +78,12 @@ def verify(spec: dict[str, Any], owner: str) -> None:
             raise DataError(f"{owner} was trained on {source} generated with other parameters than this version "
                             "of gdram uses; evaluate it with the gdram version that trained it")
         return
-    if "fingerprint" not in spec:
-        return
     path = Path(source)
+    if "fingerprint" not in spec:  # stored by an older gdram, maybe relative to the folder it was trained in
+        if source not in DATASETS and not path.exists():
+            raise DataError(f"{source}: no such file or directory (the data set of {owner}, as it was given then); "
+                            "pass --data with its place")
+        return
     if not path.exists():
         raise DataError(f"{source}: no such file or directory (the data set of {owner}); pass --data with its "
                         "new place")
