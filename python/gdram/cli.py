@@ -182,9 +182,14 @@ def _load(spec: dict[str, Any], download: bool = False) -> DataSplits:
                      image_size=tuple(spec["image_size"]) if spec.get("image_size") else None)
 
 
-def _warn(command: str, warnings: list[str]) -> None:
-    for warning in warnings:
-        print(f"gdram {command}: warning: {warning}", file=sys.stderr)
+def _load_training_data(spec: dict[str, Any], download: bool, show_warnings: bool) -> DataSplits:
+    """The data to train on, its classes checked (warnings on stderr, by the main process only)."""
+    data = _load(spec, download)
+    warnings = check_classes(data)
+    if show_warnings:
+        for warning in warnings:
+            print(f"gdram train: warning: {warning}", file=sys.stderr)
+    return data
 
 
 def _check_new_run_dir(out: Path) -> None:
@@ -261,11 +266,12 @@ def _train(args: argparse.Namespace) -> int:
         if out is None:
             raise _UsageError("--resume needs --out RUNDIR, the run to continue")
         args.run_dir = out
+        if not (out / "last.pt").exists():
+            raise ValueError(f"--resume: {out} holds no run to continue (no last.pt)")
         saved = load_checkpoint(out / "last.pt")
         _refuse_changed_settings(args, saved)
         spec = _resumed_data_spec(args, saved.get("data"), out)
-        data = _load(spec, args.download)
-        _warn("train", check_classes(data))
+        data = _load_training_data(spec, args.download, place.is_main)
         remove_stale_temporaries(out)
         trainer = Trainer.resume(out, data, epochs=args.epochs, quiet=args.quiet)
         trainer.data_spec = spec
@@ -274,8 +280,7 @@ def _train(args: argparse.Namespace) -> int:
         if out is not None:
             _check_new_run_dir(out)
         spec = locate(_data_spec(args, None))
-        data = _load(spec, args.download)
-        _warn("train", check_classes(data))
+        data = _load_training_data(spec, args.download, place.is_main)
         if out is None:
             out = Path("runs") / f"{args.variant or 'gdram'}-{Path(data.name).stem}-{time.strftime('%Y%m%d-%H%M%S')}"
             _check_new_run_dir(out)
