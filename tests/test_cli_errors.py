@@ -290,10 +290,18 @@ def test_eval_honours_image_size_with_the_checkpoints_own_data(trained_run, caps
 
 @pytest.mark.parametrize(("flags", "refused"), [(["--lr", "0.01"], "--lr 0.01 (the run has 0.001)"),
                                                 (["--glimpses", "3"], "--glimpses 3 (the run has 2)"),
-                                                (["--variant", "ram"], "--variant ram (the run has gdram)")])
+                                                (["--variant", "ram"], "--variant ram (the run has gdram)"),
+                                                (["--epochs", "1", "--batch-size", "4"], "--batch-size 4"),
+                                                (["--epochs", "0"], "argument --epochs")])
 def test_resume_refuses_settings_it_would_ignore(trained_run, flags, refused, capsys):
     err = _usage_error(["train", "--resume", "--out", str(trained_run), *flags], capsys)
-    assert refused in err and "only --epochs and --quiet" in err
+    assert refused in err and ("only --epochs and --quiet" in err or "argument" in refused)
+
+
+def test_resume_refuses_fewer_epochs_than_already_trained(tiny_npz, tmp_path, capsys):
+    assert _train(tiny_npz, tmp_path / "r", "--epochs", "2") == 0
+    err = _usage_error(["train", "--resume", "--out", str(tmp_path / "r"), "--epochs", "1"], capsys)
+    assert "--epochs 1 (the total; the run has already trained 2)" in err
 
 
 def test_resume_accepts_flags_equal_to_the_saved_ones(trained_run, tmp_path, capsys):

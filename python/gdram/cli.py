@@ -239,6 +239,8 @@ def _refuse_changed_settings(args: argparse.Namespace, saved: dict[str, Any]) ->
     }
     changed = [f"{flag} {given} (the run has {kept})" for flag, (given, kept) in asked.items()
                if given is not None and given != kept]
+    if args.epochs is not None and args.epochs < saved["epoch"]:
+        changed.append(f"--epochs {args.epochs} (the total; the run has already trained {saved['epoch']})")
     if changed:
         raise _UsageError(f"--resume continues a run with its saved settings, refusing {'; '.join(changed)}; only "
                           "--epochs and --quiet change a resumed run (start a new run to change the others)")
