@@ -223,6 +223,17 @@ def test_a_full_disk_during_training_is_one_line_naming_the_checkpoint(tiny_npz,
     assert not [name for name in os.listdir(tmp_path / "r") if name.endswith(".tmp")]
 
 
+def test_a_write_error_without_a_file_name_names_the_run_directory(tiny_npz, tmp_path, monkeypatch, capsys):
+    import gdram.train
+
+    def disk_full(path, text):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(gdram.train, "_write_text", disk_full)
+    assert _train(tiny_npz, tmp_path / "r") == 1
+    _one_error_line(capsys, f"No space left on device (run directory {tmp_path / 'r'})")
+
+
 def test_writing_a_picture_on_a_read_only_place_is_one_line(trained_run, tmp_path, monkeypatch, capsys):
     def read_only(self, *args, **kwargs):
         raise OSError(errno.EROFS, "Read-only file system", str(tmp_path / "p.png"))

@@ -419,6 +419,8 @@ def _failure_line(args: argparse.Namespace, error: Exception) -> str:
     """One line for an error: the message of a user error, or the exception and where its traceback is."""
     if isinstance(error, (MemoryError, torch.OutOfMemoryError)):
         return f"gdram {args.command}: error: out of memory ({error_line(error)[:200]}); lower --batch-size"
+    if isinstance(error, OSError) and error.filename is None and getattr(args, "run_dir", None) is not None:
+        return f"gdram {args.command}: error: {error_line(error)} (run directory {args.run_dir})"
     if isinstance(error, USER_ERRORS):
         return f"gdram {args.command}: error: {error_line(error)}"
     where = write_traceback(error, getattr(args, "run_dir", None))
