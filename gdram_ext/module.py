@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from gdram_ext.ops import retina_glimpse
-from gdram_ext.validation import MODES
+from gdram_ext.validation import check_hyperparameters
 
 
 class RetinaGlimpse(nn.Module):
@@ -14,6 +14,7 @@ class RetinaGlimpse(nn.Module):
 
     Scale ``i`` covers ``base_size * scale_factor**i`` pixels a side (``base_size`` defaults to
     ``size``). ``forward(images (B, C, H, W), locations (B, 2)) -> (B, num_scales * C, size, size)``.
+    Bad hyper-parameters raise ``ValueError`` at construction, as they do in :func:`retina_glimpse`.
     """
 
     def __init__(
@@ -25,8 +26,7 @@ class RetinaGlimpse(nn.Module):
         base_size: float | None = None,
     ) -> None:
         super().__init__()
-        if mode not in MODES:
-            raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+        check_hyperparameters(size, num_scales, scale_factor, mode, base_size)
         self.size = size
         self.num_scales = num_scales
         self.scale_factor = scale_factor

@@ -45,6 +45,11 @@ def check_arguments(
         raise ValueError(f"images and locations must be on the same device, got {images.device} and {locations.device}")
     if images.shape[1] < 1 or images.shape[2] < 1 or images.shape[3] < 1:
         raise ValueError(f"images must have C, H and W of at least 1, got {tuple(images.shape)}")
+    check_hyperparameters(size, num_scales, scale_factor, mode, base_size)
+
+
+def check_hyperparameters(size: int, num_scales: int, scale_factor: float, mode: str, base_size: float | None) -> None:
+    """Raise ``ValueError`` naming the first bad hyper-parameter of a retina glimpse (no tensors involved)."""
     if not _integer(size) or size < 1:
         raise ValueError(f"size must be an integer >= 1, got {size!r}")
     if not _integer(num_scales) or num_scales < 1:

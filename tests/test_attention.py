@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-
 from gdram import GDRAM, GDRAMConfig
 from gdram.attention import attention_metrics, box_centres, glimpse_counts
 from gdram.cluttered import ClutterSpec, generate_cluttered

@@ -8,7 +8,6 @@ import math
 
 import pytest
 import torch
-
 from gdram import GDRAM, GDRAMConfig, hybrid_loss
 from gdram.config import RECIPE_INGREDIENTS
 from gdram.loss import guidance_loss

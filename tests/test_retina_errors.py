@@ -104,9 +104,15 @@ def test_retina_glimpse_module_rejects_a_bad_mode_at_construction() -> None:
     ("changes", "name"),
     [({"size": 0}, "size"), ({"num_scales": 0}, "num_scales"), ({"scale_factor": -1.0}, "scale_factor")],
 )
-def test_retina_glimpse_module_rejects_bad_hyper_parameters_when_called(changes: dict, name: str) -> None:
-    module = RetinaGlimpse(**{"size": 4, "num_scales": 2, "scale_factor": 2.0, **changes})
+def test_retina_glimpse_module_rejects_bad_hyper_parameters_at_construction(changes: dict, name: str) -> None:
     with pytest.raises(ValueError, match=rf"\b{name}\b"):
+        RetinaGlimpse(**{"size": 4, "num_scales": 2, "scale_factor": 2.0, **changes})
+
+
+def test_retina_glimpse_module_rejects_hyper_parameters_changed_after_construction() -> None:
+    module = RetinaGlimpse(size=4, num_scales=2)
+    module.size = 0
+    with pytest.raises(ValueError, match=r"\bsize\b"):
         module(torch.randn(1, 1, 8, 8), torch.zeros(1, 2))
 
 

@@ -2,6 +2,6 @@
 
 import sys
 
-from gdram.cli import main
+from gdram.console import main
 
 sys.exit(main())

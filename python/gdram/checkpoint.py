@@ -11,6 +11,8 @@ so that loading one can never execute code:
 
 :func:`save_checkpoint` writes a temporary file in the same directory, flushes it to disk and renames
 it over the target, so a crash at any moment leaves either the old or the new file, both readable.
+A process killed while writing leaves its temporary file behind; :func:`remove_stale_temporaries`
+deletes those of dead processes when the next run starts.
 """
 
 from __future__ import annotations
@@ -18,7 +20,8 @@ from __future__ import annotations
 import os
 import pickle
 import random
-import zipfile
+import re
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -26,26 +29,72 @@ import numpy as np
 import torch
 
 FORMAT = "gdram-checkpoint-v1"
+_TEMPORARY = re.compile(r"\..+\.(\d+)\.tmp")  # .last.pt.<pid>.tmp, written by save_checkpoint
 
 
 class CheckpointError(ValueError):
     """A checkpoint file is missing, truncated, unsafe or not a gdram checkpoint; the message names it."""
 
 
+class CheckpointWriteError(OSError):
+    """A checkpoint could not be written (disk full, read-only, ...); the previous one is intact."""
+
+
 def save_checkpoint(state: dict[str, Any], path: str | Path) -> Path:
-    """Write ``state`` (plus the ``format`` tag) to ``path`` atomically; returns the path."""
+    """Write ``state`` (plus the ``format`` tag) to ``path`` atomically; returns the path.
+
+    Raises:
+        CheckpointWriteError: the file could not be written; its message names ``path``, and the
+            checkpoint previously at ``path`` (if any) is left intact.
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
         with open(temporary, "wb") as file:
             torch.save({"format": FORMAT, **state}, file)
             file.flush()
             os.fsync(file.fileno())
         os.replace(temporary, path)
+    except OSError as error:
+        kept = "the previous checkpoint there is intact" if path.is_file() else "no checkpoint was there before"
+        raise CheckpointWriteError(f"{path}: could not write the checkpoint ({_reason(error)}); {kept}") from error
     finally:
         temporary.unlink(missing_ok=True)
     return path
+
+
+def remove_stale_temporaries(directory: str | Path) -> list[Path]:
+    """Delete the temporary files that :func:`save_checkpoint` calls of processes no longer running
+    (left by a run killed while writing) in ``directory``; returns the deleted paths."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        return []
+    removed = []
+    for candidate in sorted(directory.iterdir()):
+        match = _TEMPORARY.fullmatch(candidate.name)
+        if match and candidate.is_file() and not _running(int(match.group(1))):
+            candidate.unlink(missing_ok=True)
+            removed.append(candidate)
+    return removed
+
+
+def _running(pid: int) -> bool:
+    """Whether another process with this id is alive (this process is starting, so its own files are stale)."""
+    if pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except (ProcessLookupError, OverflowError):  # no such process, or no valid process id at all
+        return False
+    except PermissionError:  # another user's live process
+        return True
+    return True
+
+
+def _reason(error: OSError) -> str:
+    """``strerror`` of an ``OSError`` (without the file name it may carry), else its text."""
+    return error.strerror or str(error) or type(error).__name__
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
@@ -67,15 +116,27 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
 def load_state_file(path: str | Path, map_location: str | torch.device = "cpu") -> Any:
     """``torch.load(path, weights_only=True)`` with a :class:`CheckpointError` naming the file on failure."""
     path = Path(path)
+    if path.is_dir():
+        raise CheckpointError(f"{path}: is a directory; give a checkpoint file, such as {path / 'best.pt'}")
     if not path.is_file():
         raise CheckpointError(f"{path}: no such checkpoint file")
     try:
-        return torch.load(path, map_location=map_location, weights_only=True)
-    except pickle.UnpicklingError:
-        raise CheckpointError(f"{path}: refused to load, it holds objects other than tensors and plain data "
-                              "(loading it could execute code)") from None
-    except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile, KeyError) as error:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            state = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as error:
+        if "Unsupported global" in str(error):  # a real object the safe unpickler refuses, not garbage
+            raise CheckpointError(f"{path}: refused to load, it holds objects other than tensors and plain data "
+                                  "(loading it could execute code)") from None
+        raise CheckpointError(f"{path}: truncated or not a PyTorch checkpoint (UnpicklingError)") from None
+    except MemoryError:
+        raise CheckpointError(f"{path}: truncated or not a PyTorch checkpoint (it asks for more memory than "
+                              "there is)") from None
+    except Exception as error:  # a damaged file can fail anywhere inside the unpickler
         raise CheckpointError(f"{path}: truncated or not a PyTorch checkpoint ({type(error).__name__})") from None
+    for warning in caught:  # torch's warnings about a file it then fails to read are noise; a good file's are kept
+        warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
+    return state
 
 
 def rng_state() -> dict[str, Any]:

@@ -1,43 +1,72 @@
 """The ``gdram`` command line: ``train``, ``eval`` and ``visualize`` (also ``python -m gdram``).
 
 Exit codes: 0 success, 2 usage error, 1 bad input or a failed run (one line on stderr, no
-traceback), 130 interrupted.
+traceback; an unexpected internal error also says where its full traceback was written, or shows
+it with ``--debug``), 130 interrupted (Ctrl-C), 143 terminated (SIGTERM).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
+import os
+import shlex
+import signal
 import sys
+import threading
 import time
 from collections.abc import Sequence
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from gdram.checkpoint import CheckpointError, load_checkpoint
+from gdram.checkpoint import CheckpointError, load_checkpoint, remove_stale_temporaries
+from gdram.cliutil import (
+    HelpFormatter,
+    device_name,
+    error_line,
+    image_size,
+    non_negative_float,
+    non_negative_int,
+    open_fraction,
+    positive_float,
+    positive_int,
+    unit_fraction,
+    write_traceback,
+)
 from gdram.config import POLICY_TRAINS, RECIPES, REWARDS, VARIANTS, GDRAMConfig
 from gdram.data import DATASETS, DataError, DataSplits, batches, load_data
+from gdram.datacheck import check_classes, check_model_classes
 from gdram.evaluate import POLICIES, evaluation_totals, load_model, measure_latency, summarize
+from gdram.model import create_model
+from gdram.provenance import locate, same_data, verify
 from gdram.train import Trainer, TrainingDiverged, TrainSettings, init_distributed, resolve_device
 
 EMBEDDED_SETS = ("cluttered-digits", "cluttered-digits-128")
 EMBEDDED_EPOCHS = 6  # the embedded sets' few-minute CPU budget (see README, "Does it learn?")
 EMBEDDED_BATCH_SIZE = 32  # more steps in that budget than the paper's 128
+VAL_FRACTION = 0.1
+# Defaults of the training flags, applied after parsing so that --resume can tell a flag given from one left out.
+TRAIN_DEFAULTS: dict[str, Any] = {"variant": "gdram", "policy": "learned", "recipe": "robust", "lr": 1e-3,
+                                  "lr_patience": 5, "weight_decay": 0.0, "seed": 0, "device": "auto", "workers": 2,
+                                  "location_guidance": 0.0, "guidance_weight": 1.0}
+# GDRAMConfig's recipe ingredients settable from the command line (None: the recipe's value).
 INGREDIENT_FLAGS = ("sigma_range", "weight_trains_sigma", "unclipped_log_prob", "policy_trains", "zero_init_mu",
-                    "baseline_init", "context_mode", "reward", "normalize_advantage", "policy_lr_scale")
+                    "baseline_init", "context_mode", "reward", "normalize_advantage", "policy_lr_scale",
+                    "location_gradient", "baseline_before_move")
+MAX_PARAMETERS = 10**9  # a larger model is a typo (or a label that is no class index), not an experiment
+ATTENTION_FLAGS = {"glimpses": "--glimpses", "glimpse_size": "--glimpse-size", "scales": "--scales"}
+USER_ERRORS = (DataError, CheckpointError, TrainingDiverged, ValueError, OSError)
 
 
-def _image_size(text: str) -> tuple[int, int]:
-    """``"128"`` or ``"96x128"`` (H x W) -> (H, W)."""
+def _version() -> str:
     try:
-        parts = [int(part) for part in text.lower().split("x")]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"image size must be N or HxW, got {text!r}") from None
-    if len(parts) not in (1, 2) or min(parts) < 1:
-        raise argparse.ArgumentTypeError(f"image size must be N or HxW with positive sides, got {text!r}")
-    return (parts[0], parts[-1])
+        return metadata.version("gdram-ext")
+    except metadata.PackageNotFoundError:
+        return "unknown"
 
 
 def _add_data_options(parser: argparse.ArgumentParser, default_help: str) -> None:
@@ -46,163 +75,309 @@ def _add_data_options(parser: argparse.ArgumentParser, default_help: str) -> Non
     source.add_argument("--dataset", choices=DATASETS, help=f"a named data set ({default_help})")
     source.add_argument("--data", metavar="PATH", help="a .npz file (x_train, y_train, x_test, y_test[, x_val, y_val]) "
                                                         "or an ImageFolder directory")
-    group.add_argument("--data-root", metavar="DIR", help="where torchvision data sets live (~/.cache/gdram/data)")
+    group.add_argument("--data-root", metavar="DIR",
+                       help="where torchvision data sets live (default: ~/.cache/gdram/data)")
     group.add_argument("--download", action="store_true", help="download a missing torchvision data set")
-    group.add_argument("--image-size", type=_image_size, metavar="N|HxW", help="resize the images to this size")
-    group.add_argument("--val-fraction", type=float, default=0.1,
-                       help="training share held out for validation when the data has no validation split")
+    group.add_argument("--image-size", type=image_size, metavar="N|HxW",
+                       help="resize the images to this size (default: the data's own size)")
+    group.add_argument("--val-fraction", type=open_fraction, metavar="F",
+                       help="training share held out for validation when the data has no validation split "
+                       f"(default: {VAL_FRACTION})")
+
+
+def _add_recipe_options(parser: argparse.ArgumentParser) -> None:
+    recipe = parser.add_argument_group("recipe ingredients (default: the recipe's value; see GDRAMConfig)")
+    recipe.add_argument("--sigma-range", type=positive_float, nargs=2, metavar=("LOW", "HIGH"),
+                        help="range of the learned sigma of a move (paper: 0.61 1.65, robust: 0.05 0.25)")
+    recipe.add_argument("--weight-trains-sigma", action=argparse.BooleanOptionalAction,
+                        help="the classification loss trains sigma through the uncertainty weight (paper)")
+    recipe.add_argument("--unclipped-log-prob", action=argparse.BooleanOptionalAction,
+                        help="REINFORCE on the log-density of the sample before its clip (robust)")
+    recipe.add_argument("--policy-trains", choices=POLICY_TRAINS,
+                        help="what the policy gradient trains: the emission head (paper), or the where pathway: "
+                        "emission, upper core and context network (robust)")
+    recipe.add_argument("--zero-init-mu", action=argparse.BooleanOptionalAction,
+                        help="start the mu head at zero: first glimpse at the centre, no move (robust)")
+    recipe.add_argument("--baseline-init", type=open_fraction, metavar="B",
+                        help="the baseline's initial output (robust: 1 / classes, the chance reward)")
+    recipe.add_argument("--baseline-before-move", action=argparse.BooleanOptionalAction,
+                        help="a move's baseline reads the state before the move, not the glimpse it placed (robust)")
+    recipe.add_argument("--context-mode", choices=("nearest", "bilinear", "area"),
+                        help="the context network's downsampling (paper: nearest, robust: area)")
+    recipe.add_argument("--reward", choices=REWARDS, help="final: 1 when the final prediction is right (paper); "
+                        "steps: share of right step predictions from the move on (robust)")
+    recipe.add_argument("--normalize-advantage", action=argparse.BooleanOptionalAction,
+                        help="divide the advantage by its standard deviation over the batch (robust)")
+    recipe.add_argument("--policy-lr-scale", type=positive_float, metavar="S",
+                        help="learning rate of what only the policy gradient trains, relative to --lr")
+    recipe.add_argument("--location-gradient", action=argparse.BooleanOptionalAction,
+                        help="also train the policy with the classification loss's gradient through the retina")
+    guidance = parser.add_argument_group("location guidance (LG-DRAM)")
+    guidance.add_argument("--location-guidance", type=unit_fraction, metavar="FRACTION",
+                          help="share of the training images whose target box also trains the policy; needs boxes "
+                          f"(default: {TRAIN_DEFAULTS['location_guidance']}, pure REINFORCE)")
+    guidance.add_argument("--guidance-weight", type=non_negative_float, metavar="W",
+                          help=f"weight of the guidance loss (default: {TRAIN_DEFAULTS['guidance_weight']})")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="gdram", description="Train, evaluate and look at glimpse-attention "
-                                     "classifiers (Gaussian Deep Recurrent Attention Models).")
+    parser = argparse.ArgumentParser(prog="gdram", formatter_class=HelpFormatter,
+                                     description="Train, evaluate and look at glimpse-attention classifiers "
+                                     "(Gaussian Deep Recurrent Attention Models).")
+    parser.add_argument("--version", action="version", version=f"gdram {_version()}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="{train,eval,visualize}")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--debug", action="store_true", help="show the full traceback of any error")
 
     train = commands.add_parser("train", help="train a model; with no options, GDRAM on the embedded data set",
+                                formatter_class=HelpFormatter, parents=[common],
                                 description="Train, validate every epoch, keep the best checkpoint by validation "
                                 "accuracy, evaluate it on the test split and print a one-line summary.")
     _add_data_options(train, "default: cluttered-digits, embedded, no network needed")
     model = train.add_argument_group("model")
-    model.add_argument("--variant", choices=VARIANTS, default="gdram", help="attention variant or the CNN baseline")
-    model.add_argument("--policy", choices=POLICIES, default="learned",
-                       help="ablations of learned attention: 'random' moves, every glimpse at the 'center', or the "
-                       "'oracle' (at the target box's centre: needs boxes)")
-    model.add_argument("--recipe", choices=RECIPES, default="robust",
-                       help="training recipe: 'paper' is the published code's; 'robust' learns where to look "
-                       "(README, 'Does it learn?'); the flags below override single ingredients")
-    recipe = train.add_argument_group("recipe ingredients (default: the recipe's value; see GDRAMConfig)")
-    recipe.add_argument("--sigma-range", type=float, nargs=2, metavar=("LOW", "HIGH"),
-                        help="range of the learned sigma of a move (paper 0.61 1.65, robust 0.05 0.25)")
-    recipe.add_argument("--weight-trains-sigma", action=argparse.BooleanOptionalAction,
-                        help="let the classification loss train sigma through the uncertainty weight (paper)")
-    recipe.add_argument("--unclipped-log-prob", action=argparse.BooleanOptionalAction,
-                        help="REINFORCE on the log-density of the sample before its clip (robust)")
-    recipe.add_argument("--policy-trains", choices=POLICY_TRAINS,
-                        help="what the policy gradient trains: the emission head (paper) or the where pathway: "
-                        "emission, upper core, context network (robust)")
-    recipe.add_argument("--zero-init-mu", action=argparse.BooleanOptionalAction,
-                        help="start the mu head at zero (robust)")
-    recipe.add_argument("--baseline-init", type=float, metavar="B",
-                        help="the baseline's initial output in (0, 1) (robust: 1 / classes)")
-    recipe.add_argument("--context-mode", choices=("nearest", "bilinear", "area"),
-                        help="the context network's downsampling (paper nearest, robust area)")
-    recipe.add_argument("--reward", choices=REWARDS, help="final: 1 when the final prediction is right (paper); "
-                        "steps: share of right step predictions from the move on (robust)")
-    recipe.add_argument("--normalize-advantage", action=argparse.BooleanOptionalAction,
-                        help="divide the advantage by its batch standard deviation (robust)")
-    recipe.add_argument("--policy-lr-scale", type=float, metavar="S",
-                        help="learning rate of what only the policy gradient trains, relative to --lr")
-    guidance = train.add_argument_group("location guidance (LG-DRAM)")
-    guidance.add_argument("--location-guidance", type=float, default=0.0, metavar="FRACTION",
-                          help="share of training images whose target box also trains the policy (0: pure "
-                          "REINFORCE; needs boxes)")
-    guidance.add_argument("--guidance-weight", type=float, default=1.0, help="weight of the guidance loss")
-    model.add_argument("--glimpses", type=int, help="T, glimpses per image (default 8)")
-    model.add_argument("--glimpse-size", type=int, help="g, cells per side of each retina scale (default 12)")
-    model.add_argument("--scales", type=int, help="S, retina scales (default 4)")
-    model.add_argument("--hidden-size", type=int, help="LSTM/feature width (default 128)")
+    model.add_argument("--variant", choices=VARIANTS,
+                       help=f"attention variant or the CNN baseline (default: {TRAIN_DEFAULTS['variant']})")
+    model.add_argument("--policy", choices=POLICIES, help="ablations of learned attention: 'random' moves, every "
+                       "glimpse at the 'center', or the 'oracle' (at the target box's centre; needs boxes) "
+                       f"(default: {TRAIN_DEFAULTS['policy']})")
+    model.add_argument("--recipe", choices=RECIPES, help="training recipe: 'paper' is the published code's, "
+                       "'robust' learns where to look (README, 'Does it learn?'); the ingredient flags below "
+                       f"override single ingredients (default: {TRAIN_DEFAULTS['recipe']})")
+    model.add_argument("--glimpses", type=positive_int, help="T, glimpses per image (default: 8)")
+    model.add_argument("--glimpse-size", type=positive_int,
+                       help="g, cells per side of each retina scale (default: 12)")
+    model.add_argument("--scales", type=positive_int, help="S, retina scales (default: 4)")
+    model.add_argument("--hidden-size", type=positive_int, help="LSTM/feature width (default: 128)")
+    _add_recipe_options(train)
     run = train.add_argument_group("training")
-    run.add_argument("--epochs", type=int, help=f"epochs (default {EMBEDDED_EPOCHS} on the embedded sets, else 100)")
-    run.add_argument("--batch-size", type=int,
-                     help=f"images per step (default {EMBEDDED_BATCH_SIZE} on the embedded sets, else 128)")
-    run.add_argument("--lr", type=float, default=1e-3, help="Adam's learning rate")
-    run.add_argument("--lr-patience", type=int, default=5, help="ReduceLROnPlateau patience, in epochs")
-    run.add_argument("--weight-decay", type=float, default=0.0)
-    run.add_argument("--grad-clip", type=float, help="clip the gradient norm to this")
-    run.add_argument("--seed", type=int, default=0)
-    run.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    run.add_argument("--epochs", type=positive_int,
+                     help=f"epochs (default: {EMBEDDED_EPOCHS} on the embedded sets, else 100)")
+    run.add_argument("--batch-size", type=positive_int,
+                     help=f"images per step (default: {EMBEDDED_BATCH_SIZE} on the embedded sets, else 128)")
+    run.add_argument("--lr", type=positive_float, help=f"Adam's learning rate (default: {TRAIN_DEFAULTS['lr']})")
+    run.add_argument("--lr-patience", type=non_negative_int,
+                     help=f"ReduceLROnPlateau patience, in epochs (default: {TRAIN_DEFAULTS['lr_patience']})")
+    run.add_argument("--weight-decay", type=non_negative_float,
+                     help=f"Adam's weight decay (default: {TRAIN_DEFAULTS['weight_decay']})")
+    run.add_argument("--grad-clip", type=positive_float, help="clip the gradient norm to this (default: no clip)")
+    run.add_argument("--seed", type=non_negative_int,
+                     help=f"seed of the weights, data order and moves (default: {TRAIN_DEFAULTS['seed']})")
+    run.add_argument("--device", type=device_name,
+                     help=f"auto, cpu, cuda or cuda:N (default: {TRAIN_DEFAULTS['device']})")
     run.add_argument("--amp", action="store_true", help="bf16 autocast")
     run.add_argument("--compile", action="store_true", help="torch.compile the model (CUDA graphs on GPU)")
-    run.add_argument("--workers", type=int, default=2, help="DataLoader workers (image folders)")
-    run.add_argument("--out", metavar="RUNDIR", help="run directory (default runs/<variant>-<data>-<time>)")
-    run.add_argument("--resume", action="store_true",
-                     help="continue the run in --out from its last.pt (its saved settings; --epochs may extend it)")
-    run.add_argument("--quiet", action="store_true", help="no progress bar or per-epoch lines")
+    run.add_argument("--workers", type=non_negative_int,
+                     help=f"DataLoader workers (image folders) (default: {TRAIN_DEFAULTS['workers']})")
+    run.add_argument("--out", metavar="RUNDIR", help="run directory (default: runs/<variant>-<data>-<time>)")
+    run.add_argument("--resume", action="store_true", help="continue the run in --out from its last.pt, with its "
+                     "saved settings (--epochs may extend it; other changed settings are refused)")
+    run.add_argument("--quiet", action="store_true", help="no progress bar (the per-epoch lines remain)")
 
     evaluate = commands.add_parser("eval", help="accuracy, glimpses used and latency of a checkpoint",
+                                   formatter_class=HelpFormatter, parents=[common],
                                    description="Top-1/top-5 accuracy, mean glimpses used and per-image latency of a "
                                    "gdram checkpoint or a published GDRAM state dict.")
     evaluate.add_argument("checkpoint", help="best.pt/last.pt of a run, or the authors' published .pth")
     _add_data_options(evaluate, "default: the checkpoint's own data set")
-    evaluate.add_argument("--split", choices=("test", "val"), default="test")
+    evaluate.add_argument("--split", choices=("test", "val"), default="test", help="which split to evaluate")
     evaluate.add_argument("--fast", action="store_true", help="F-GDRAM: stop glimpsing early when confident")
-    evaluate.add_argument("--batch-size", type=int, default=256)
-    evaluate.add_argument("--device", default="auto")
+    evaluate.add_argument("--batch-size", type=positive_int, default=256, help="images per evaluation batch")
+    evaluate.add_argument("--device", type=device_name, default="auto", help="auto, cpu, cuda or cuda:N")
     evaluate.add_argument("--no-latency", action="store_true", help="skip the latency measurement")
-    evaluate.add_argument("--json", action="store_true", help="print one JSON object")
+    evaluate.add_argument("--json", action="store_true", help="print one JSON object (null for a non-finite number)")
 
     visualize = commands.add_parser("visualize", help="draw glimpse trajectories (PNG grid or animated GIF)",
+                                    formatter_class=HelpFormatter, parents=[common],
                                     description="Draw every glimpse (each scale's square, the path, each weight; "
                                     "green correct, red wrong) over images of the test split.")
-    visualize.add_argument("checkpoint")
+    visualize.add_argument("checkpoint", help="best.pt/last.pt of a run, or the authors' published .pth")
     _add_data_options(visualize, "default: the checkpoint's own data set")
-    visualize.add_argument("--split", choices=("test", "val", "train"), default="test")
-    visualize.add_argument("--n", type=int, default=16, help="number of images")
-    visualize.add_argument("--out", default="glimpses.png", metavar="FILE.png|FILE.gif")
+    visualize.add_argument("--split", choices=("test", "val", "train"), default="test", help="which split to draw")
+    visualize.add_argument("--n", type=positive_int, default=16, help="number of images")
+    visualize.add_argument("--out", default="glimpses.png", metavar="FILE.png|FILE.gif",
+                           help="the picture: a PNG grid, or an animated GIF with one frame per glimpse")
     visualize.add_argument("--fast", action="store_true", help="F-GDRAM: draw only the glimpses it uses")
-    visualize.add_argument("--zoom", type=int, default=2, help="pixels per image pixel")
-    visualize.add_argument("--seed", type=int, default=0, help="which images (a seeded random pick)")
-    visualize.add_argument("--device", default="cpu")
+    visualize.add_argument("--zoom", type=positive_int, default=2,
+                           help="pixels per image pixel (the picture is limited in size)")
+    visualize.add_argument("--seed", type=non_negative_int, default=0, help="which images (a seeded random pick)")
+    visualize.add_argument("--device", type=device_name, default="cpu", help="auto, cpu, cuda or cuda:N")
+    for subcommand in (train, evaluate, visualize):
+        subcommand.set_defaults(usage_error=subcommand.error)
     return parser
 
 
 def _data_spec(args: argparse.Namespace, fallback: dict[str, Any] | None) -> dict[str, Any]:
-    """The ``load_data`` arguments from the command line, else from the checkpoint, else the default."""
+    """The ``load_data`` arguments: the data flags given, over the checkpoint's (``fallback``), over the defaults."""
+    spec = dict(fallback) if fallback is not None else {"source": "cluttered-digits", "root": None,
+                                                          "image_size": None, "val_fraction": VAL_FRACTION}
     source = args.data or args.dataset
-    if source is None:
-        if fallback is not None:
-            return {**fallback, "download": args.download}
-        source = "cluttered-digits"
-    return {"source": source, "root": args.data_root, "download": args.download,
-            "image_size": list(args.image_size) if args.image_size else None, "val_fraction": args.val_fraction}
+    if source is not None:
+        spec = {key: value for key, value in spec.items() if key not in ("fingerprint", "generator")}
+        spec["source"] = source
+    if args.data_root is not None:
+        spec["root"] = args.data_root
+    if args.image_size is not None:
+        spec["image_size"] = list(args.image_size)
+    if args.val_fraction is not None:
+        spec["val_fraction"] = args.val_fraction
+    return spec
 
 
-def _load(spec: dict[str, Any]) -> DataSplits:
-    return load_data(spec["source"], root=spec.get("root"), download=spec.get("download", False),
-                     val_fraction=spec.get("val_fraction", 0.1), seed=spec.get("seed", 0),
+def _load(spec: dict[str, Any], download: bool = False) -> DataSplits:
+    return load_data(spec["source"], root=spec.get("root"), download=download,
+                     val_fraction=spec.get("val_fraction", VAL_FRACTION), seed=spec.get("seed", 0),
                      image_size=tuple(spec["image_size"]) if spec.get("image_size") else None)
 
 
+def _load_training_data(spec: dict[str, Any], download: bool, show_warnings: bool) -> DataSplits:
+    """The data to train on, its classes checked (warnings on stderr, by the main process only)."""
+    data = _load(spec, download)
+    warnings = check_classes(data)
+    if show_warnings:
+        for warning in warnings:
+            print(f"gdram train: warning: {warning}", file=sys.stderr)
+    return data
+
+
+def _check_new_run_dir(out: Path) -> None:
+    """Refuse a run directory that holds a run, is a file, or cannot be created or written."""
+    if (out / "last.pt").exists():
+        raise ValueError(f"{out} already holds a run; pass --resume to continue it, or choose another --out")
+    existing = next(folder for folder in (out, *out.parents) if folder.exists())
+    if not existing.is_dir():
+        raise ValueError(f"--out {out}: {existing} exists and is not a directory")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ValueError(f"--out {out}: cannot write in {existing} (read-only or no permission)")
+
+
+def _check_model_size(config: GDRAMConfig) -> None:
+    """Refuse a model of more than :data:`MAX_PARAMETERS` parameters, counted without allocating it."""
+    with torch.device("meta"):
+        count = sum(parameter.numel() for parameter in create_model(config).parameters())
+    if count > MAX_PARAMETERS:
+        raise ValueError(f"the model would have {count:,} parameters (at most {MAX_PARAMETERS:,}) with "
+                         f"{config.num_classes:,} classes and hidden size {config.hidden_size}; check the data's "
+                         "labels and --hidden-size")
+
+
+def _refuse_ignored_flags(args: argparse.Namespace) -> None:
+    if (args.variant or TRAIN_DEFAULTS["variant"]) == "cnn":
+        given = [flag for name, flag in ATTENTION_FLAGS.items() if getattr(args, name) is not None]
+        if given:
+            raise _UsageError(f"{', '.join(given)}: the CNN baseline (--variant cnn) has no glimpses")
+
+
+def _refuse_changed_settings(args: argparse.Namespace, saved: dict[str, Any]) -> None:
+    """A resumed run keeps its saved settings: refuse a flag that asks for another value."""
+    config, train, data = saved["config"], saved.get("train", {}), saved.get("data") or {}
+    asked = {
+        "--variant": (args.variant, config.get("variant")), "--glimpses": (args.glimpses, config.get("num_glimpses")),
+        "--glimpse-size": (args.glimpse_size, config.get("glimpse_size")),
+        "--scales": (args.scales, config.get("num_scales")),
+        "--hidden-size": (args.hidden_size, config.get("hidden_size")),
+        "--policy": (args.policy, train.get("policy")), "--batch-size": (args.batch_size, train.get("batch_size")),
+        "--lr": (args.lr, train.get("lr")), "--lr-patience": (args.lr_patience, train.get("lr_patience")),
+        "--weight-decay": (args.weight_decay, train.get("weight_decay")),
+        "--grad-clip": (args.grad_clip, train.get("grad_clip")), "--seed": (args.seed, train.get("seed")),
+        "--device": (args.device, train.get("device")), "--workers": (args.workers, train.get("num_workers")),
+        "--amp": (args.amp or None, train.get("amp")), "--compile": (args.compile or None, train.get("compile")),
+        "--recipe": (args.recipe, config.get("recipe", "paper")),
+        "--location-guidance": (args.location_guidance, train.get("location_guidance", 0.0)),
+        "--guidance-weight": (args.guidance_weight, train.get("guidance_weight", 1.0)),
+        **{"--" + name.replace("_", "-"): (_flag_value(args, name), _stored(config.get(name)))
+           for name in INGREDIENT_FLAGS},
+        "--image-size": (list(args.image_size) if args.image_size else None, data.get("image_size")),
+        "--val-fraction": (args.val_fraction, data.get("val_fraction", VAL_FRACTION)),
+    }
+    changed = [f"{flag} {given} (the run has {kept})" for flag, (given, kept) in asked.items()
+               if given is not None and given != kept]
+    if args.epochs is not None and args.epochs < saved["epoch"]:
+        changed.append(f"--epochs {args.epochs} (the total; the run has already trained {saved['epoch']})")
+    if changed:
+        raise _UsageError(f"--resume continues a run with its saved settings, refusing {'; '.join(changed)}; only "
+                          "--epochs and --quiet change a resumed run (start a new run to change the others)")
+
+
+def _flag_value(args: argparse.Namespace, name: str) -> Any:
+    """An ingredient flag as stored in a config (a list for ``--sigma-range``), or None when not given."""
+    value = getattr(args, name)
+    return list(value) if isinstance(value, (list, tuple)) else value
+
+
+def _stored(value: Any) -> Any:
+    return list(value) if isinstance(value, (list, tuple)) else value
+
+
+def _resumed_data_spec(args: argparse.Namespace, saved: dict[str, Any] | None, out: Path) -> dict[str, Any]:
+    """The saved data description, checked against the data now found; or the data given, if it is the same."""
+    owner = f"the run in {out}"
+    if args.data or args.dataset:
+        spec = locate(_data_spec(args, saved))
+        if not same_data(saved, spec):
+            raise DataError(f"{spec['source']} is not the data set {owner} was trained on ({saved['source']}); a "
+                            "resumed run continues on its own data (start a new run to train on other data)")
+        return spec
+    spec = _data_spec(args, saved)
+    if saved is not None:
+        verify(saved, owner)
+    return spec
+
+
 def _train(args: argparse.Namespace) -> int:
-    place = init_distributed(args.device)
+    place = init_distributed(args.device or TRAIN_DEFAULTS["device"])
     out = Path(args.out) if args.out else None
     if args.resume:
         if out is None:
             raise _UsageError("--resume needs --out RUNDIR, the run to continue")
+        args.run_dir = out
+        if not (out / "last.pt").exists():
+            raise ValueError(f"--resume: {out} holds no run to continue (no last.pt)")
         saved = load_checkpoint(out / "last.pt")
-        spec = _data_spec(args, saved.get("data"))
-        trainer = Trainer.resume(out, _load(spec), epochs=args.epochs, quiet=args.quiet)
+        _refuse_changed_settings(args, saved)
+        spec = _resumed_data_spec(args, saved.get("data"), out)
+        data = _load_training_data(spec, args.download, place.is_main)
+        remove_stale_temporaries(out)
+        trainer = Trainer.resume(out, data, epochs=args.epochs, quiet=args.quiet)
+        trainer.data_spec = spec
     else:
-        spec = _data_spec(args, None)
-        data = _load(spec)
+        _refuse_ignored_flags(args)
+        if out is not None:
+            _check_new_run_dir(out)
+        spec = locate(_data_spec(args, None))
+        data = _load_training_data(spec, args.download, place.is_main)
         if out is None:
-            out = Path("runs") / f"{args.variant}-{Path(data.name).stem}-{time.strftime('%Y%m%d-%H%M%S')}"
-        if (out / "last.pt").exists():
-            raise ValueError(f"{out} already holds a run; pass --resume to continue it, or choose another --out")
+            out = Path("runs") / f"{args.variant or 'gdram'}-{Path(data.name).stem}-{time.strftime('%Y%m%d-%H%M%S')}"
+            _check_new_run_dir(out)
+        args.run_dir = out
+        remove_stale_temporaries(out)
         chosen = {"num_glimpses": args.glimpses, "glimpse_size": args.glimpse_size, "num_scales": args.scales,
                   "hidden_size": args.hidden_size}
         chosen.update({name: getattr(args, name) for name in INGREDIENT_FLAGS})
         overrides = {name: value for name, value in chosen.items() if value is not None}
+        flags = {name: TRAIN_DEFAULTS[name] if getattr(args, name) is None else getattr(args, name)
+                 for name in TRAIN_DEFAULTS}
         config = GDRAMConfig(num_classes=data.num_classes, in_channels=data.in_channels, image_size=data.image_size,
-                             variant=args.variant, recipe=args.recipe, **overrides)
+                             variant=flags["variant"], recipe=flags["recipe"], **overrides)
+        _check_model_size(config)
         embedded = spec["source"] in EMBEDDED_SETS
-        epochs = args.epochs or (EMBEDDED_EPOCHS if embedded else 100)
-        batch_size = args.batch_size or (EMBEDDED_BATCH_SIZE if embedded else 128)
-        settings = TrainSettings(epochs=epochs, batch_size=batch_size, lr=args.lr, lr_patience=args.lr_patience,
-                                 weight_decay=args.weight_decay, grad_clip=args.grad_clip, seed=args.seed,
-                                 device=args.device, amp=args.amp, compile=args.compile, num_workers=args.workers,
-                                 policy=args.policy, location_guidance=args.location_guidance,
-                                 guidance_weight=args.guidance_weight)
-        trainer = Trainer(config, data, settings, out, {key: value for key, value in spec.items() if key != "download"},
-                          quiet=args.quiet)
+        epochs = args.epochs if args.epochs is not None else (EMBEDDED_EPOCHS if embedded else 100)
+        batch_size = args.batch_size if args.batch_size is not None else (EMBEDDED_BATCH_SIZE if embedded else 128)
+        settings = TrainSettings(epochs=epochs, batch_size=batch_size, lr=flags["lr"],
+                                 lr_patience=flags["lr_patience"], weight_decay=flags["weight_decay"],
+                                 grad_clip=args.grad_clip, seed=flags["seed"], device=flags["device"], amp=args.amp,
+                                 compile=args.compile, num_workers=flags["workers"], policy=flags["policy"],
+                                 location_guidance=flags["location_guidance"],
+                                 guidance_weight=flags["guidance_weight"])
+        trainer = Trainer(config, data, settings, out, spec, quiet=args.quiet)
+    if place.is_main:
+        print(f"gdram train: run directory {out}", file=sys.stderr)
     summary = trainer.fit()
     if place.is_main:
         policy = "" if summary["variant"] == "cnn" else f" ({summary['policy']} policy)"
         print(f"{summary['variant']}{policy} on {summary['dataset']}: test top-1 "
               f"{summary['test_top1']:.4f} top-5 {summary['test_top5']:.4f} (n={summary['test_n']})"
-              + ("" if summary["test_hit_rate"] is None else f", hit rate {summary['test_hit_rate']:.3f}")
-              + ", best val "
-              f"{summary['best_val_top1']:.4f} at epoch {summary['best_epoch']}/{summary['epochs']}, "
+              + ("" if summary["test_hit_rate"] is None else f", glimpse hit rate {summary['test_hit_rate']:.3f}")
+              + f", best val {summary['best_val_top1']:.4f} at epoch {summary['best_epoch']}/{summary['epochs']}, "
               f"{summary['train_seconds']:.0f}s training; run {summary['run_dir']}")
     return 0
 
@@ -217,14 +392,24 @@ def _load_for_eval(args: argparse.Namespace):
     if loaded.kind == "official" and not (args.data or args.dataset):
         raise ValueError(f"{args.checkpoint} is a published state dict with no data set attached: pass --dataset "
                          "or --data")
-    data = _load(_data_spec(args, loaded.data))
+    if loaded.data is not None and not (args.data or args.dataset):
+        verify(loaded.data, args.checkpoint)
+    data = _load(_data_spec(args, loaded.data), args.download)
     if loaded.kind == "official":
         loaded = load_model(args.checkpoint, device, image_size=data.image_size)
     config = loaded.model.config
     if (config.in_channels, tuple(config.image_hw)) != (data.in_channels, tuple(data.image_size)):
         raise ValueError(f"{args.checkpoint} expects {config.in_channels}x{config.image_hw[0]}x{config.image_hw[1]} "
                          f"images but {data.name} has {data.in_channels}x{data.image_size[0]}x{data.image_size[1]}")
+    check_model_classes(config.num_classes, data, args.checkpoint)
+    if args.fast and config.variant == "cnn":
+        raise ValueError(f"--fast stops glimpsing early, but {args.checkpoint} is the CNN baseline (no glimpses)")
     return loaded, data, device
+
+
+def _json_value(value: Any) -> Any:
+    """``value``, or None for a NaN or infinite float (JSON has no such numbers)."""
+    return None if isinstance(value, float) and not math.isfinite(value) else value
 
 
 def _eval(args: argparse.Namespace) -> int:
@@ -240,12 +425,13 @@ def _eval(args: argparse.Namespace) -> int:
         result["sampled_top1"] = summarize(sampled)["top1"]
     if not args.no_latency:
         result.update(measure_latency(loaded.model, dataset, device, args.fast, min(args.batch_size, 128)))
-    result.update(checkpoint=str(args.checkpoint), kind=loaded.kind, variant=loaded.model.config.variant,
+    variant = loaded.model.config.variant
+    result.update(checkpoint=str(args.checkpoint), kind=loaded.kind, variant=variant,
                   policy=loaded.policy, dataset=data.name, split=args.split, fast=args.fast, device=str(device))
     if args.json:
-        print(json.dumps(result))
+        print(json.dumps({key: _json_value(value) for key, value in result.items()}, allow_nan=False))
         return 0
-    name = "F-GDRAM" if args.fast else loaded.model.config.variant
+    name = f"F-{variant.upper()}" if args.fast else variant
     line = (f"{name} {args.checkpoint} on {data.name} {args.split} (n={result['n']}): top-1 {result['top1']:.4f} "
             f"top-5 {result['top5']:.4f} (sampled path {result['sampled_top1']:.4f}), "
             f"{result['mean_glimpses']:.2f} glimpses/image")
@@ -260,20 +446,25 @@ def _eval(args: argparse.Namespace) -> int:
 
 
 def _visualize(args: argparse.Namespace) -> int:
-    from gdram.visualize import draw_frames, save_picture
+    from gdram.visualize import draw_frames, draw_grid, save_picture
 
-    if args.n < 1:
-        raise _UsageError("--n must be at least 1")
-    if Path(args.out).suffix.lower() not in (".png", ".gif"):
+    out = Path(args.out)
+    if out.is_dir():
+        raise _UsageError(f"--out {out} is a directory; give a FILE.png or FILE.gif")
+    if out.suffix.lower() not in (".png", ".gif"):
         raise _UsageError(f"--out must end in .png or .gif, got {args.out}")
     loaded, data, _ = _load_for_eval(args)
     dataset = _split(data, args.split)
     count = min(args.n, len(dataset))
     picked = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(args.seed))[:count]
     images, labels = next(batches(torch.utils.data.Subset(dataset, picked.tolist()), count))
-    frames = draw_frames(loaded.model, images.to(next(loaded.model.parameters()).device), labels, args.fast, args.zoom)
-    path = save_picture(frames, args.out)
-    print(f"wrote {path} ({count} images, {len(frames)} glimpses)")
+    images = images.to(next(loaded.model.parameters()).device)
+    if out.suffix.lower() == ".gif":
+        frames = draw_frames(loaded.model, images, labels, args.fast, args.zoom)
+    else:
+        frames = [draw_grid(loaded.model, images, labels, args.fast, args.zoom)]
+    path = save_picture(frames, out)
+    print(f"wrote {path} ({count} images" + (f", {len(frames)} frames)" if len(frames) > 1 else ")"))
     return 0
 
 
@@ -281,22 +472,62 @@ class _UsageError(Exception):
     """A combination of options argparse cannot check (exit code 2)."""
 
 
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM (a scheduler's stop), handled like Ctrl-C."""
+
+
+def _terminate(signum: int, frame: Any) -> None:
+    raise _Terminated
+
+
+def _stopped_line(args: argparse.Namespace, error: KeyboardInterrupt) -> str:
+    """What an interrupted command prints: on a new line, with how to resume a run that has a checkpoint."""
+    line = f"\ngdram {args.command}: {'terminated' if isinstance(error, _Terminated) else 'interrupted'}"
+    run_dir = getattr(args, "run_dir", None)
+    if run_dir is not None:
+        if (run_dir / "last.pt").is_file():
+            line += f"; resume with: gdram train --resume --out {shlex.quote(str(run_dir))}"
+        else:
+            line += f"; no checkpoint was written in {run_dir} yet"
+    return line
+
+
+def _failure_line(args: argparse.Namespace, error: Exception) -> str:
+    """One line for an error: the message of a user error, or the exception and where its traceback is."""
+    if isinstance(error, (MemoryError, torch.OutOfMemoryError)):
+        return f"gdram {args.command}: error: out of memory ({error_line(error)[:200]}); lower --batch-size"
+    if isinstance(error, OSError) and error.filename is None and getattr(args, "run_dir", None) is not None:
+        return f"gdram {args.command}: error: {error_line(error)} (run directory {args.run_dir})"
+    if isinstance(error, USER_ERRORS):
+        return f"gdram {args.command}: error: {error_line(error)}"
+    where = write_traceback(error, getattr(args, "run_dir", None))
+    kept = f"full traceback in {where}" if where else "rerun with --debug for the full traceback"
+    return f"gdram {args.command}: internal error: {type(error).__name__}: {error_line(error)} ({kept})"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``gdram`` console script; returns the exit code."""
+    """Entry point of the ``gdram`` command line; returns the exit code."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.run_dir = None  # the run directory, once known: for the interrupt hint and the traceback file
     command = {"train": _train, "eval": _eval, "visualize": _visualize}[args.command]
+    main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _terminate) if main_thread else None
     try:
         return command(args)
     except _UsageError as error:
-        parser.error(str(error))
-    except (DataError, CheckpointError, TrainingDiverged, ValueError, FileNotFoundError) as error:
-        print(f"gdram {args.command}: error: {error}", file=sys.stderr)
+        args.usage_error(str(error))
+    except KeyboardInterrupt as error:
+        print(_stopped_line(args, error), file=sys.stderr)
+        return 143 if isinstance(error, _Terminated) else 130
+    except Exception as error:
+        if args.debug:
+            raise
+        print(_failure_line(args, error), file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
-        hint = " (resume with: gdram train --resume --out RUNDIR)" if args.command == "train" else ""
-        print(f"gdram {args.command}: interrupted{hint}", file=sys.stderr)
-        return 130
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":

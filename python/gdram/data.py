@@ -35,6 +35,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from gdram.cluttered import EMBEDDED_SPECS, ClutterSpec, cache_dir, cluttered_digits, generate_cluttered, resize_digits
+from gdram.datafiles import check_images, read_image, require_npz
 
 PAPER_SIZE = 128
 PAPER_VAL = 10_000
@@ -207,6 +208,7 @@ def load_npz(
     ``val_fraction`` of the training images (and their boxes) is held out for validation.
     """
     path = Path(path)
+    require_npz(path)
     try:
         with np.load(path, allow_pickle=False) as stored:
             arrays = {name: stored[name] for name in stored.files}
@@ -223,7 +225,8 @@ def load_npz(
     if "x_val" not in arrays:
         if "box_val" in arrays:
             raise DataError(f"{path}: box_val given without x_val, y_val")
-        arrays.update(_hold_out(arrays["x_train"], arrays["y_train"], val_fraction, seed, path, arrays.get("box_train")))
+        arrays.update(_hold_out(arrays["x_train"], arrays["y_train"], val_fraction, seed, path,
+                                arrays.get("box_train")))
     return _from_arrays(path.name, arrays, num_classes, image_size, path)
 
 
@@ -304,7 +307,8 @@ def _from_arrays(
                             f"min {int(labels.min())}, max {int(labels.max())}")
     channels, height, width = shapes["train"]
     size = image_size or (height, width)
-    datasets = {split: TensorImages(images, labels, size, boxes.get(split)) for split, (images, labels) in splits.items()}
+    datasets = {split: TensorImages(images, labels, size, boxes.get(split))
+                for split, (images, labels) in splits.items()}
     return DataSplits(name, datasets["train"], datasets["val"], datasets["test"], classes, channels, size)
 
 
@@ -334,6 +338,7 @@ def _image_folder(
     except (FileNotFoundError, RuntimeError) as error:
         raise DataError(f"{roots[0]}: not an ImageFolder directory (one sub-folder of images per class): {error}") \
             from None
+    check_images([sample for sample, _ in probe.samples], roots[0])
     with Image.open(probe.samples[0][0]) as first:
         channels = 1 if first.mode in ("1", "L", "I", "I;16", "F") else 3
         size = image_size or (first.height, first.width)
@@ -341,7 +346,9 @@ def _image_folder(
     transform = transforms.Compose([_Convert(mode), transforms.Resize(size), transforms.ToTensor()])
 
     def folder(root: Path) -> datasets.ImageFolder:
-        loaded = datasets.ImageFolder(str(root), transform=transform)
+        loaded = datasets.ImageFolder(str(root), transform=transform, loader=read_image)
+        if root != roots[0]:
+            check_images([sample for sample, _ in loaded.samples], root)
         if loaded.classes != probe.classes:
             raise DataError(f"{root}: classes {loaded.classes} differ from the training classes {probe.classes}")
         return loaded

@@ -20,6 +20,7 @@ import dataclasses
 import json
 import math
 import os
+import sys
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -329,7 +330,7 @@ class Trainer:
         pin = self.device.type == "cuda"
         steps = num_batches(self.data.train, settings.batch_size, True, self.place.world_size)
         bar = tqdm(total=steps, desc=f"epoch {epoch}/{settings.epochs}", unit="batch", leave=False,
-                   disable=self.quiet or not self.place.is_main, dynamic_ncols=True)
+                   disable=self.quiet or not self.place.is_main or not sys.stderr.isatty(), dynamic_ncols=True)
         config = self.config
         for step, (images, labels, boxes) in enumerate(batches(
                 self.train_images, settings.batch_size, shuffle=True, seed=settings.seed + epoch,
@@ -458,8 +459,9 @@ class Trainer:
     # ----------------------------------------------------------------------------------- output
 
     def _log(self, message: str) -> None:
-        if not self.quiet and self.place.is_main:
-            tqdm.write(message)
+        """A progress line on stderr (also with ``quiet``, which only hides the progress bar)."""
+        if self.place.is_main:
+            tqdm.write(message, file=sys.stderr)
 
     def _write_metrics(self, record: dict[str, Any]) -> None:
         """Rewrite ``metrics.jsonl``/``metrics.csv`` from the history (so a resumed run has no stale rows)."""

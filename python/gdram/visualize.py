@@ -20,6 +20,8 @@ from gdram.model import GDRAM
 CORRECT = (40, 220, 60)
 WRONG = (235, 50, 50)
 PATH = (255, 220, 0)
+GAP = 4  # pixels between tiles
+MAX_PICTURE_PIXELS = 1 << 26  # over all frames: about 200 MB of RGB, whatever the zoom and image count
 
 
 def glimpse_sides(model: GDRAM) -> list[float]:
@@ -85,7 +87,36 @@ def draw_tile(
     return Image.alpha_composite(tile, overlay).convert("RGB")
 
 
-def _grid(tiles: list[Image.Image], columns: int, gap: int = 4) -> Image.Image:
+def picture_size(count: int, image_size: tuple[int, int], zoom: int) -> tuple[int, int]:
+    """(width, height) in pixels of the grid of ``count`` tiles of ``image_size`` (H, W) images at ``zoom``."""
+    columns = math.ceil(math.sqrt(count))
+    rows = math.ceil(count / columns)
+    height, width = image_size
+    return columns * width * zoom + (columns - 1) * GAP, rows * height * zoom + (rows - 1) * GAP
+
+
+def check_picture_size(count: int, image_size: tuple[int, int], zoom: int, frames: int = 1) -> None:
+    """Refuse a picture of more than :data:`MAX_PICTURE_PIXELS` pixels over its ``frames`` frames.
+
+    Raises:
+        ValueError: the picture is too large; the message gives the largest zoom that fits.
+    """
+    if not isinstance(zoom, int) or isinstance(zoom, bool) or zoom < 1:
+        raise ValueError(f"zoom must be a positive integer, got {zoom!r}")
+    width, height = picture_size(count, image_size, zoom)
+    if width * height * frames <= MAX_PICTURE_PIXELS:
+        return
+    low, high = 0, zoom  # the largest zoom that fits lies in [low, high): 0 means none
+    while high - low > 1:
+        middle = (low + high) // 2
+        fits = math.prod(picture_size(count, image_size, middle)) * frames <= MAX_PICTURE_PIXELS
+        low, high = (middle, high) if fits else (low, middle)
+    advice = f"use a zoom of at most {low}" if low else "draw fewer images"
+    shown = f"{width}x{height} pixels" + (f" x {frames} frames" if frames > 1 else "")
+    raise ValueError(f"the picture would be {shown}, over the limit of {MAX_PICTURE_PIXELS:,} pixels: {advice}")
+
+
+def _grid(tiles: list[Image.Image], columns: int, gap: int = GAP) -> Image.Image:
     rows = math.ceil(len(tiles) / columns)
     width, height = tiles[0].size
     sheet = Image.new("RGB", (columns * width + (columns - 1) * gap, rows * height + (rows - 1) * gap), (60, 60, 60))
@@ -107,6 +138,7 @@ def _frames(
     found = trajectories(model, images, fast)
     sides = glimpse_sides(model)
     steps = found["locations"].shape[0]
+    check_picture_size(len(images), tuple(images.shape[-2:]), zoom, 1 if last_only else steps)
     columns = math.ceil(math.sqrt(len(images)))
     frames = []
     for shown in range(steps if last_only else 1, steps + 1):
