@@ -5,7 +5,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from gdram.cluttered import ClutterSpec, EmbeddedSpec, cluttered_digits, generate_cluttered, split_by_source
+from gdram.cluttered import (
+    EMBEDDED_SPECS,
+    ClutterSpec,
+    EmbeddedSpec,
+    cluttered_digits,
+    generate_cluttered,
+    split_by_source,
+)
 from gdram.data import DataError, TensorImages, batches, load_data, load_npz, num_batches
 from PIL import Image
 
@@ -30,7 +37,7 @@ def test_generator_is_deterministic_in_its_seed():
 def test_generator_places_the_labelled_digit_whole_and_clutter_only_from_its_sources():
     digits, labels = _digits()
     clutter = np.full((2, 12, 12), 7, dtype=np.uint8)
-    images, targets = generate_cluttered(digits, labels, 30, SMALL, seed=0, clutter_digits=clutter)
+    images, targets, _ = generate_cluttered(digits, labels, 30, SMALL, seed=0, clutter_digits=clutter)
     assert images.shape == (30, 32, 32) and images.dtype == np.uint8
     assert np.array_equal(targets, labels[np.arange(30) % 10])
     for image, target in zip(images, targets, strict=True):
@@ -70,12 +77,17 @@ def test_embedded_set_keeps_test_digits_out_of_training(tmp_path, monkeypatch):
     assert all(np.array_equal(arrays[key], cached[key]) for key in arrays)
 
 
-def test_embedded_default_is_128_pixels_and_10_classes(tmp_path, monkeypatch):
+@pytest.mark.parametrize(("name", "side"), [
+    ("cluttered-digits", EMBEDDED_SPECS["cluttered-digits"].clutter.canvas_size), ("cluttered-digits-128", 128)])
+def test_embedded_sets_have_their_canvas_size_10_classes_and_every_box(tmp_path, monkeypatch, name, side):
     monkeypatch.setenv("GDRAM_CACHE", str(tmp_path))
-    data = load_data("cluttered-digits")
-    assert (data.num_classes, data.in_channels, data.image_size) == (10, 1, (128, 128))
+    data = load_data(name)
+    assert (data.num_classes, data.in_channels, data.image_size) == (10, 1, (side, side))
     image, label = data.test[0]
-    assert image.shape == (1, 128, 128) and image.dtype == torch.float32 and 0 <= label < 10
+    assert image.shape == (1, side, side) and image.dtype == torch.float32 and 0 <= label < 10
+    for split in (data.train, data.val, data.test):
+        boxes = split.stored_boxes
+        assert boxes.shape == (len(split), 4) and bool(torch.isfinite(boxes).all())
 
 
 @pytest.mark.parametrize("layout", ["NHW", "NHWC", "NCHW", "NHWC-rgb", "float"])

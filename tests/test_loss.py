@@ -18,6 +18,7 @@ TINY = {
     "context_channels": 8,
     "mlp_hidden_size": 16,
     "cnn_pool_size": 2,
+    "recipe": "paper",
 }
 
 
@@ -35,6 +36,7 @@ def constructed_result(
         weights=torch.ones(steps, batch),
         sigmas=torch.ones(steps, batch, 2),
         glimpses_used=torch.full((batch,), steps) if glimpses_used is None else glimpses_used,
+        mean_locations=torch.zeros(steps, batch, 2),
     )
 
 

@@ -34,6 +34,7 @@ SMALL = {
     "context_channels": 8,
     "mlp_hidden_size": 16,
     "cnn_pool_size": 2,
+    "recipe": "paper",
 }
 ATTENTION_VARIANTS = [variant for variant in VARIANTS if variant != "cnn"]
 
@@ -55,10 +56,10 @@ class ScriptedEmission(nn.Module):
         self.sigmas = SIGMA_LOW + (1 - weights) * (SIGMA_HIGH - SIGMA_LOW)  # (calls, B)
         self.calls = 0
 
-    def forward(self, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def forward(self, h: torch.Tensor, sample: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         sigma = self.sigmas[self.calls][:, None].expand(-1, 2).to(h)
         self.calls += 1
-        return h.new_zeros(h.shape[0], 2), h.new_zeros(h.shape[0]), sigma
+        return h.new_zeros(h.shape[0], 2), h.new_zeros(h.shape[0]), sigma, h.new_zeros(h.shape[0], 2)
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
