@@ -52,7 +52,7 @@ VAL_FRACTION = 0.1
 # Defaults of the training flags, applied after parsing so that --resume can tell a flag given from one left out.
 TRAIN_DEFAULTS: dict[str, Any] = {"variant": "gdram", "policy": "learned", "recipe": "robust", "lr": 1e-3,
                                   "lr_patience": 5, "weight_decay": 0.0, "seed": 0, "device": "auto", "workers": 2,
-                                  "location_guidance": 0.0, "guidance_weight": 1.0}
+                                  "location_guidance": 0.0, "guidance_weight": 10.0}
 # GDRAMConfig's recipe ingredients settable from the command line (None: the recipe's value).
 INGREDIENT_FLAGS = ("sigma_range", "weight_trains_sigma", "unclipped_log_prob", "policy_trains", "zero_init_mu",
                     "baseline_init", "context_mode", "reward", "normalize_advantage", "policy_lr_scale",
@@ -283,7 +283,7 @@ def _refuse_changed_settings(args: argparse.Namespace, saved: dict[str, Any]) ->
         "--amp": (args.amp or None, train.get("amp")), "--compile": (args.compile or None, train.get("compile")),
         "--recipe": (args.recipe, config.get("recipe", "paper")),
         "--location-guidance": (args.location_guidance, train.get("location_guidance", 0.0)),
-        "--guidance-weight": (args.guidance_weight, train.get("guidance_weight", 1.0)),
+        "--guidance-weight": (args.guidance_weight, train.get("guidance_weight", 10.0)),
         **{"--" + name.replace("_", "-"): (_flag_value(args, name), _stored(config.get(name)))
            for name in INGREDIENT_FLAGS},
         "--image-size": (list(args.image_size) if args.image_size else None, data.get("image_size")),

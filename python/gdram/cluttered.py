@@ -155,7 +155,7 @@ class EmbeddedSpec:
         seed: seed of the split and of the generator.
     """
 
-    clutter: ClutterSpec = ClutterSpec(canvas_size=96, digit_size=28, num_clutter=4, fragment_size=12)
+    clutter: ClutterSpec = ClutterSpec(canvas_size=64, digit_size=28, num_clutter=4, fragment_size=10)
     train_placements: int = 8
     eval_placements: int = 2
     val_digits: int = 297

@@ -18,7 +18,7 @@ RETINA_MODES = ("bilinear", "area")
 CONTEXT_MODES = ("nearest", "bilinear", "area")
 RECIPES = ("paper", "robust")
 POLICY_TRAINS = ("emission", "where")
-REWARDS = ("final", "steps")
+REWARDS = ("final", "steps", "probs")
 
 PAPER_SIGMA_RANGE = (math.exp(-0.5), math.exp(0.5))  # sigma = exp(tanh(.) / 2) (eq. 11)
 
@@ -40,6 +40,8 @@ RECIPE_INGREDIENTS: dict[str, dict[str, object]] = {
         "policy_lr_scale": 1.0,
         "location_gradient": False,
         "baseline_before_move": False,
+        "episodes_per_image": 1,
+        "emission_batch_norm": True,
     },
     "robust": {
         "sigma_range": (0.05, 0.25),
@@ -54,6 +56,8 @@ RECIPE_INGREDIENTS: dict[str, dict[str, object]] = {
         "policy_lr_scale": 1.0,
         "location_gradient": False,
         "baseline_before_move": True,
+        "episodes_per_image": 1,
+        "emission_batch_norm": False,
     },
 }
 
@@ -132,7 +136,8 @@ class GDRAMConfig:
             digit's mass in the coarse view, so the first glimpse can find it).
         reward: ``"final"`` (paper, eq. 17): r = 1 when the weighted prediction is right, for
             every move; ``"steps"`` (robust): the move placing glimpse t earns the share of
-            right step predictions from t on (eq. 10), a per-step reward-to-go.
+            right step predictions from t on (eq. 10), a per-step reward-to-go; ``"probs"``: the
+            mean probability those step predictions give the label (graded).
         normalize_advantage: divide each step's advantage r - b_t by its standard deviation
             over the batch (robust), so the policy's step size does not follow the reward's scale.
         policy_lr_scale: the learning rate of the modules the policy gradient trains, relative
@@ -145,6 +150,13 @@ class GDRAMConfig:
             placed, so it depends on the action it is subtracted from: the REINFORCE estimate
             then carries a bias of -grad E[b], which pushes glimpses to where the baseline
             expects little reward (the empty border).
+        episodes_per_image: K, sampled glimpse sequences of each training image per step; with
+            K > 1 a move's baseline is the mean reward of the image's other episodes (see
+            :func:`gdram.loss.hybrid_loss`), and a step costs K times as much.
+        emission_batch_norm: BatchNorm in the emission network's hidden layer (paper). Early
+            on the core states of a batch barely differ, so BatchNorm blows their differences
+            up, and evaluation (running statistics) then sees other means than training did:
+            the mean path saturates onto a border while the sampled one does not (robust: none).
     """
 
     num_classes: int = 10
@@ -176,6 +188,8 @@ class GDRAMConfig:
     policy_lr_scale: float | None = None
     location_gradient: bool | None = None
     baseline_before_move: bool | None = None
+    episodes_per_image: int | None = None
+    emission_batch_norm: bool | None = None
 
     @classmethod
     def from_dict(cls, values: dict) -> GDRAMConfig:
@@ -249,7 +263,7 @@ class GDRAMConfig:
         if not low_high[0] < low_high[1]:
             raise ValueError(f"sigma_range must have low < high, got {low_high!r}")
         for name in ("weight_trains_sigma", "unclipped_log_prob", "zero_init_mu", "normalize_advantage",
-                     "location_gradient", "baseline_before_move"):
+                     "location_gradient", "baseline_before_move", "emission_batch_norm"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name} must be a bool, got {getattr(self, name)!r}")
         if self.policy_trains not in POLICY_TRAINS:
@@ -260,6 +274,7 @@ class GDRAMConfig:
         if init is not None and (isinstance(init, (bool, str)) or not 0 < init < 1):
             raise ValueError(f"baseline_init must lie in (0, 1), be 'chance' or None, got {init!r}")
         _check_positive_float("policy_lr_scale", self.policy_lr_scale)
+        _check_positive_int("episodes_per_image", self.episodes_per_image)
 
     @property
     def image_hw(self) -> tuple[int, int]:

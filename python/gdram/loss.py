@@ -9,6 +9,10 @@ import torch.nn.functional as F
 
 from gdram.model import GlimpseResult
 
+# normalize_advantage divides by at least this: rewards lie in [0, 1], and a batch whose rewards
+# barely differ (all right, late in training) must not have its noise blown up to unit size.
+ADVANTAGE_SPREAD_FLOOR = 0.05
+
 
 class LossParts(NamedTuple):
     """Scalar tensors: ``total`` = ``classification`` + a * ``baseline`` + c * ``reinforce``."""
@@ -27,6 +31,7 @@ def hybrid_loss(
     reinforce_weight: float = 1.0,
     reward: str = "final",
     normalize_advantage: bool = False,
+    episodes_per_image: int = 1,
 ) -> LossParts:
     """The paper's hybrid loss from a forward's result and the (B,) int64 class labels.
 
@@ -35,12 +40,19 @@ def hybrid_loss(
       final prediction's arg-max is the label, else 0 (computed on the weighted prediction as in
       the published implementation), the same for every step of a sample (no discount); with
       ``reward="steps"``, the share of the step predictions t, t+1, ... (eq. 10) that are right
-      (a per-step reward-to-go: a move is credited with what the glimpses from it on read);
+      (a per-step reward-to-go: a move is credited with what the glimpses from it on read); with
+      ``reward="probs"``, the mean probability the step predictions t, t+1, ... give the label
+      (the same, graded: it rises before the arg-max turns right);
     * baseline: mean over steps and samples of (b_t - r_t)^2 (eq. 21);
     * reinforce: mean over samples of -sum_t log pi(move placing glimpse t) * A_t with the
       advantage A_t = r_t - b_t, b_t detached (eq. 22-24), so that gradient descent raises the
       log-probability of moves whose reward beats the baseline. ``normalize_advantage`` divides
-      A_t by its standard deviation over the batch's used samples at step t.
+      A_t by its standard deviation over the batch's used samples at step t (at least
+      :data:`ADVANTAGE_SPREAD_FLOOR`). With
+      ``episodes_per_image`` K > 1 the batch holds K consecutive episodes of each image and b_t
+      is the mean reward of the image's other K - 1 episodes (a leave-one-out baseline: the
+      advantage says which glimpses were better *on this image*); the baseline network is
+      still fitted, but not used.
 
     Steps a sample did not use (F-GDRAM, ``t >= glimpses_used``) are left out. For a result with
     no moves (``CNNBaseline``: ``log_probs`` of shape (0, B)) the policy terms are 0 and
@@ -50,8 +62,11 @@ def hybrid_loss(
     logits = result.logits
     _check_labels(labels, logits)
     labels = labels.long()
-    if reward not in ("final", "steps"):
-        raise ValueError(f"reward must be 'final' or 'steps', got {reward!r}")
+    if reward not in ("final", "steps", "probs"):
+        raise ValueError(f"reward must be 'final', 'steps' or 'probs', got {reward!r}")
+    if episodes_per_image < 1 or logits.shape[0] % episodes_per_image:
+        raise ValueError(f"episodes_per_image must be >= 1 and divide the batch ({logits.shape[0]}), "
+                         f"got {episodes_per_image}")
     classification = F.cross_entropy(logits, labels)
     steps = result.log_probs.shape[0]
     used = torch.arange(steps, device=logits.device)[:, None] < result.glimpses_used[None, :]  # (T, B)
@@ -59,14 +74,25 @@ def hybrid_loss(
     if reward == "final" or steps == 0:
         rewards = (logits.detach().argmax(dim=1) == labels).to(logits.dtype)  # (B,), every step's
     else:
-        right = (result.step_logits.detach().argmax(dim=2) == labels).to(logits.dtype) * mask  # (T, B)
-        rewards = right.flip(0).cumsum(0).flip(0) / (mask.flip(0).cumsum(0).flip(0)).clamp(min=1.0)
+        step_logits = result.step_logits.detach()
+        if reward == "steps":
+            credit = (step_logits.argmax(dim=2) == labels).to(logits.dtype)  # (T, B)
+        else:
+            credit = step_logits.float().softmax(dim=2).gather(2, labels.expand(steps, -1)[..., None])[..., 0]
+        credit = credit.to(logits.dtype) * mask
+        rewards = credit.flip(0).cumsum(0).flip(0) / (mask.flip(0).cumsum(0).flip(0)).clamp(min=1.0)
     baseline = (mask * (result.baselines - rewards) ** 2).sum() / mask.sum().clamp(min=1.0)
-    advantage = rewards - result.baselines.detach()  # (T, B)
+    if episodes_per_image > 1 and steps:
+        grouped = rewards.expand(steps, -1).reshape(steps, -1, episodes_per_image)  # (T, B / K, K)
+        others = (grouped.sum(dim=2, keepdim=True) - grouped) / (episodes_per_image - 1)
+        advantage = (grouped - others).reshape(steps, -1)
+    else:
+        advantage = rewards - result.baselines.detach()  # (T, B)
     if normalize_advantage and steps:
         count = mask.sum(dim=1, keepdim=True).clamp(min=2.0)
         centred = (advantage - (mask * advantage).sum(dim=1, keepdim=True) / count) * mask
-        advantage = advantage / ((centred**2).sum(dim=1, keepdim=True) / (count - 1)).sqrt().clamp(min=1e-3)
+        spread = ((centred**2).sum(dim=1, keepdim=True) / (count - 1)).sqrt()
+        advantage = advantage / spread.clamp(min=ADVANTAGE_SPREAD_FLOOR)
     reinforce = -(mask * result.log_probs * advantage).sum(dim=0).mean()
     total = classification + baseline_weight * baseline + reinforce_weight * reinforce
     return LossParts(total=total, classification=classification, baseline=baseline, reinforce=reinforce)

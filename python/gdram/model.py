@@ -128,7 +128,7 @@ class GDRAM(nn.Module):
             )
         self.emission = EmissionNetwork(hidden, config.mlp_hidden_size, spec.learned_sigma, config.fixed_sigma,
                                         config.sigma_range, config.unclipped_log_prob, config.zero_init_mu,
-                                        config.location_gradient)
+                                        config.location_gradient, config.emission_batch_norm)
         self.prediction = PredictionNetwork(hidden, config.mlp_hidden_size, config.num_classes)
         self.baseline = BaselineNetwork(hidden * (2 if spec.two_cores else 1), config.mlp_hidden_size,
                                         config.baseline_init)

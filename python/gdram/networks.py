@@ -105,7 +105,8 @@ class ContextNetwork(nn.Module):
 class EmissionNetwork(nn.Module):
     """Eq. 7 and 11: the location policy pi(Δl | h) = N(mu, sigma^2) on the core state h.
 
-    u = ReLU(BatchNorm(Linear(h))); mu = tanh(Linear(u)); when ``learned_sigma``,
+    u = ReLU(BatchNorm(Linear(h))) (without the BatchNorm unless ``batch_norm``); mu = tanh(Linear(u)); when
+    ``learned_sigma``,
     log sigma = mid + half * tanh(Linear(u)) with [mid - half, mid + half] = [log low, log high]
     of ``sigma_range`` (the paper's exp(tanh / 2) for (e^-1/2, e^1/2)), else sigma = ``fixed_sigma``.
     With ``sample`` the action is mu + sigma * noise, clipped to [-1, 1]; otherwise it is mu.
@@ -130,9 +131,11 @@ class EmissionNetwork(nn.Module):
         unclipped_log_prob: bool = False,
         zero_init_mu: bool = False,
         reparameterized: bool = False,
+        batch_norm: bool = True,
     ) -> None:
         super().__init__()
-        self.hidden = nn.Sequential(nn.Linear(input_size, hidden_size), nn.BatchNorm1d(hidden_size), nn.ReLU())
+        norm = nn.BatchNorm1d(hidden_size) if batch_norm else nn.Identity()
+        self.hidden = nn.Sequential(nn.Linear(input_size, hidden_size), norm, nn.ReLU())
         self.mu = nn.Linear(hidden_size, 2)
         self.log_var = nn.Linear(hidden_size, 2) if learned_sigma else None
         self.fixed_sigma = fixed_sigma

@@ -68,7 +68,8 @@ class TrainSettings:
         location_guidance: share of the training images whose target box is used (LG-DRAM): for
             them the policy's mean glimpses are also pulled towards the box centre by
             :func:`gdram.loss.guidance_loss`; 0 is pure REINFORCE (the paper).
-        guidance_weight: weight of that loss in the total.
+        guidance_weight: weight of that loss in the total (10: at 1, the REINFORCE term's noise,
+            of order 1 / sigma per sample, drowns it; measured on a tiny task in tests/test_learning.py).
     """
 
     epochs: int = 10
@@ -86,7 +87,7 @@ class TrainSettings:
     policy: str = "learned"
     eval_batch_size: int = 256
     location_guidance: float = 0.0
-    guidance_weight: float = 1.0
+    guidance_weight: float = 10.0
 
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size", "eval_batch_size", "lr_patience"):
@@ -339,9 +340,13 @@ class Trainer:
             images = images.to(self.device, non_blocking=pin)
             labels = labels.to(self.device, non_blocking=pin)
             boxes = boxes.to(self.device, non_blocking=pin)
+            if config.episodes_per_image > 1:
+                images, labels, boxes = (value.repeat_interleave(config.episodes_per_image, dim=0)
+                                         for value in (images, labels, boxes))
             with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=settings.amp):
                 result = run_policy(self.step_model, images, boxes, settings.policy)
-            parts = hybrid_loss(result, labels, reward=config.reward, normalize_advantage=config.normalize_advantage)
+            parts = hybrid_loss(result, labels, reward=config.reward, normalize_advantage=config.normalize_advantage,
+                                episodes_per_image=config.episodes_per_image)
             total = parts.total
             if settings.location_guidance > 0:
                 total = total + settings.guidance_weight * guidance_loss(result, boxes, config.image_hw)

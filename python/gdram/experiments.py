@@ -1,0 +1,182 @@
+"""Rerunnable experiments: ``python -m gdram.experiments attention``.
+
+``attention`` asks whether learned glimpses beat glimpses that ignore the image: it trains GDRAM
+with the learned policy, the random policy and the centre policy (and, optionally, learned with
+location guidance on a share of the training boxes) for several seeds at the same budget as
+``gdram train``, evaluates each best checkpoint on the test split, and writes into ``--out``:
+
+* ``runs/<name>/``: every run directory (skipped when its ``summary.json`` exists, so an
+  interrupted experiment continues where it stopped);
+* ``results.json``: every run's summary; ``results.md``: the table (mean and spread over seeds);
+* ``attention.png``: test top-1 and glimpse hit rate per policy, and the validation curves.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from gdram.cli import EMBEDDED_BATCH_SIZE, EMBEDDED_EPOCHS
+from gdram.config import GDRAMConfig
+from gdram.data import load_data
+from gdram.train import Trainer, TrainSettings
+
+METRICS = (("test_top1", "test top-1"), ("test_sampled_top1", "sampled path"), ("test_hit_rate", "hit rate"),
+           ("test_box_distance_px", "px to target"), ("test_border_share", "on border"))
+
+
+def run_name(policy: str, guidance: float, seed: int) -> str:
+    """Directory name of one run: ``learned-seed0``, ``learned-lg0.05-seed1``, ``random-seed2``..."""
+    return f"{policy}{f'-lg{guidance:g}' if guidance else ''}-seed{seed}"
+
+
+def attention(
+    dataset: str,
+    seeds: Sequence[int],
+    policies: Sequence[str],
+    guidance: Sequence[float],
+    out: Path,
+    epochs: int,
+    batch_size: int,
+    recipe: str,
+) -> list[dict[str, Any]]:
+    """Train every (policy, seed) and (learned with guidance, seed) run; returns their summaries."""
+    data = load_data(dataset)
+    plan = [(policy, 0.0, seed) for policy in policies for seed in seeds]
+    plan += [("learned", fraction, seed) for fraction in guidance for seed in seeds]
+    summaries = []
+    for policy, fraction, seed in plan:
+        run_dir = out / "runs" / run_name(policy, fraction, seed)
+        done = run_dir / "summary.json"
+        if done.is_file():
+            summary = json.loads(done.read_text())
+        else:
+            started = time.perf_counter()
+            config = GDRAMConfig(num_classes=data.num_classes, in_channels=data.in_channels,
+                                 image_size=data.image_size, recipe=recipe)
+            settings = TrainSettings(epochs=epochs, batch_size=batch_size, seed=seed, policy=policy,
+                                     location_guidance=fraction)
+            if (run_dir / "last.pt").is_file():
+                trainer = Trainer.resume(run_dir, data, quiet=True)
+            else:
+                trainer = Trainer(config, data, settings, run_dir, {"source": dataset}, quiet=True)
+            summary = trainer.fit()
+            summary["wall_seconds"] = time.perf_counter() - started
+            done.write_text(json.dumps(summary, indent=2) + "\n")
+        summary.update(policy=policy, guidance=fraction, seed=seed, run=run_name(policy, fraction, seed))
+        summaries.append(summary)
+        print(f"{summary['run']}: test top-1 {summary['test_top1']:.4f}, hit rate "
+              f"{_format(summary.get('test_hit_rate'))}, {summary['train_seconds']:.0f}s", file=sys.stderr)
+    return summaries
+
+
+def _format(value: float | None, digits: int = 3) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def _groups(summaries: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for summary in summaries:
+        label = summary["policy"] + (f" + guidance {summary['guidance']:g}" if summary["guidance"] else "")
+        groups.setdefault(label, []).append(summary)
+    return groups
+
+
+def table(summaries: list[dict[str, Any]]) -> str:
+    """Markdown table: per policy, mean ± standard deviation over seeds (and each seed's top-1)."""
+    lines = ["| policy | seeds | " + " | ".join(title for _, title in METRICS) + " | top-1 per seed | training |",
+             "|---|---:|" + "---:|" * len(METRICS) + "---|---:|"]
+    for label, group in _groups(summaries).items():
+        cells = []
+        for key, _ in METRICS:
+            values = [item[key] for item in group if item.get(key) is not None]
+            if not values:
+                cells.append("-")
+                continue
+            scale, digits = (1, 1) if key.endswith("_px") else (100, 1)
+            spread = f" ± {statistics.stdev(values) * scale:.{digits}f}" if len(values) > 1 else ""
+            cells.append(f"{statistics.mean(values) * scale:.{digits}f}{spread}")
+        per_seed = ", ".join(f"{item['test_top1'] * 100:.1f}" for item in group)
+        seconds = statistics.mean(item["train_seconds"] for item in group)
+        lines.append(f"| {label} | {len(group)} | " + " | ".join(cells) + f" | {per_seed} | {seconds:.0f} s |")
+    return "\n".join(lines) + "\n"
+
+
+def plot(summaries: list[dict[str, Any]], out: Path, title: str) -> Path:
+    """Bars of test top-1 and hit rate per policy (mean, seeds as dots) and the validation curves."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    groups = _groups(summaries)
+    figure, (bars, curves) = plt.subplots(1, 2, figsize=(11, 4), dpi=100)
+    for offset, (key, name) in enumerate((("test_top1", "test top-1"), ("test_hit_rate", "glimpse hit rate"))):
+        for index, group in enumerate(groups.values()):
+            values = [item[key] for item in group if item.get(key) is not None]
+            if not values:
+                continue
+            x = index + (offset - 0.5) * 0.38
+            bars.bar(x, statistics.mean(values), width=0.36, color=f"C{offset}", label=name if index == 0 else None)
+            bars.scatter([x] * len(values), values, color="black", s=8, zorder=3)
+    bars.set_xticks(range(len(groups)), list(groups), rotation=20, fontsize=8)
+    bars.set_ylim(0, 1)
+    bars.legend(fontsize=8)
+    bars.set_title(title, fontsize=9)
+    for index, (label, group) in enumerate(groups.items()):
+        for number, item in enumerate(group):
+            metrics = out / "runs" / item["run"] / "metrics.jsonl"
+            history = [json.loads(line) for line in metrics.read_text().splitlines()] if metrics.is_file() else []
+            curves.plot([record["epoch"] for record in history], [record["val_top1"] for record in history],
+                        color=f"C{index}", alpha=0.8, label=label if number == 0 else None)
+    curves.set_xlabel("epoch")
+    curves.set_ylabel("validation top-1")
+    curves.set_ylim(0, 1)
+    curves.legend(fontsize=8)
+    curves.grid(alpha=0.3)
+    figure.tight_layout()
+    path = out / "attention.png"
+    figure.savefig(path)
+    plt.close(figure)
+    return path
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m gdram.experiments",
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+                                     description="Rerunnable experiments of the gdram package.")
+    commands = parser.add_subparsers(dest="experiment", required=True)
+    run = commands.add_parser("attention", formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+                              help="learned vs random vs centre glimpses (and location guidance), several seeds")
+    run.add_argument("--dataset", default="cluttered-digits", help="a named data set (an embedded one: no network)")
+    run.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="seeds of every policy")
+    run.add_argument("--policies", nargs="+", default=["learned", "random", "center"],
+                     choices=["learned", "random", "center", "oracle"], help="location policies to compare")
+    run.add_argument("--guidance", type=float, nargs="*", default=[],
+                     help="also train learned with these shares of training boxes (LG-DRAM), e.g. 0.01 0.05 1")
+    run.add_argument("--epochs", type=int, default=EMBEDDED_EPOCHS, help="epochs of every run")
+    run.add_argument("--batch-size", type=int, default=EMBEDDED_BATCH_SIZE, help="images per step")
+    run.add_argument("--recipe", default="robust", choices=["robust", "paper"], help="training recipe")
+    run.add_argument("--out", type=Path, help="output folder (default: experiments/attention-<dataset>)")
+    args = parser.parse_args(argv)
+    out = args.out or Path("experiments") / f"attention-{args.dataset}"
+    out.mkdir(parents=True, exist_ok=True)
+    summaries = attention(args.dataset, args.seeds, args.policies, args.guidance, out, args.epochs,
+                          args.batch_size, args.recipe)
+    (out / "results.json").write_text(json.dumps(summaries, indent=2) + "\n")
+    title = f"{args.dataset}, {args.epochs} epochs, batch {args.batch_size}, {args.recipe} recipe"
+    markdown = f"{title}; test split, mean ± sd over seeds (%).\n\n" + table(summaries)
+    (out / "results.md").write_text(markdown)
+    plot(summaries, out, title)
+    print(markdown)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
