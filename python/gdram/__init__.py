@@ -20,10 +20,12 @@ _HOMES = {
     "GDRAMConfig": "gdram.config",
     "GlimpseResult": "gdram.model",
     "LossParts": "gdram.loss",
+    "RECIPES": "gdram.config",
     "VARIANTS": "gdram.config",
     "count_parameters": "gdram.model",
     "create_model": "gdram.model",
     "from_official": "gdram.official",
+    "guidance_loss": "gdram.loss",
     "hybrid_loss": "gdram.loss",
     "to_official": "gdram.official",
 }
@@ -34,10 +36,12 @@ __all__ = [
     "GDRAMConfig",
     "GlimpseResult",
     "LossParts",
+    "RECIPES",
     "VARIANTS",
     "count_parameters",
     "create_model",
     "from_official",
+    "guidance_loss",
     "hybrid_loss",
     "to_official",
 ]
@@ -57,7 +61,7 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:
-    from gdram.config import VARIANTS, GDRAMConfig
-    from gdram.loss import LossParts, hybrid_loss
+    from gdram.config import RECIPES, VARIANTS, GDRAMConfig
+    from gdram.loss import LossParts, guidance_loss, hybrid_loss
     from gdram.model import GDRAM, CNNBaseline, GlimpseResult, count_parameters, create_model
     from gdram.official import from_official, to_official

@@ -454,6 +454,9 @@ def _visualize(args: argparse.Namespace) -> int:
     if out.suffix.lower() not in (".png", ".gif"):
         raise _UsageError(f"--out must end in .png or .gif, got {args.out}")
     loaded, data, _ = _load_for_eval(args)
+    if loaded.policy == "oracle":
+        raise ValueError(f"{args.checkpoint} was trained with the oracle policy, which looks at the data's target "
+                         "boxes, not where a policy chooses: there is no learned trajectory to draw")
     dataset = _split(data, args.split)
     count = min(args.n, len(dataset))
     picked = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(args.seed))[:count]
