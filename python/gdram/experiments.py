@@ -1,4 +1,4 @@
-"""Rerunnable experiments: ``python -m gdram.experiments attention``.
+"""Rerunnable experiments: ``python -m gdram.experiments attention`` and ``... corner``.
 
 ``attention`` asks whether learned glimpses beat glimpses that ignore the image: it trains GDRAM
 with the learned policy, the random policy and the centre policy (and, optionally, learned with
@@ -9,6 +9,9 @@ location guidance on a share of the training boxes) for several seeds at the sam
   interrupted experiment continues where it stopped);
 * ``results.json``: every run's summary; ``results.md``: the table (mean and spread over seeds);
 * ``attention.png``: test top-1 and glimpse hit rate per policy, and the validation curves.
+
+``corner`` is the same question on a tiny task that only a glimpse at one place can solve
+(:func:`corner_task`, seconds per run): each recipe and policy, one table.
 """
 
 from __future__ import annotations
@@ -22,13 +25,65 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from gdram.cli import EMBEDDED_BATCH_SIZE, EMBEDDED_EPOCHS
 from gdram.config import GDRAMConfig
-from gdram.data import load_data
+from gdram.data import DataSplits, TensorImages, load_data
 from gdram.train import Trainer, TrainSettings
+
+CORNERS = ((3, 3), (23, 3), (3, 23), (23, 23))  # top-left pixel of each 6x6 patch on a 32x32 image
+CORNER_RUNS = (("robust", "learned", 0.0), ("paper", "learned", 0.0), ("robust", "center", 0.0),
+               ("robust", "random", 0.0), ("robust", "learned", 0.25), ("robust", "oracle", 0.0))
 
 METRICS = (("test_top1", "test top-1"), ("test_sampled_top1", "sampled path"), ("test_hit_rate", "hit rate"),
            ("test_box_distance_px", "px to target"), ("test_border_share", "on border"))
+
+
+def corner_task(count: int, seed: int) -> TensorImages:
+    """A tiny task where only one glimpse place tells the class: (count, 1, 32, 32) images, 2 classes.
+
+    The class is the orientation of the 1-pixel bars in the top-left 6x6 patch; the three other
+    corners hold bars of random orientation. Bars of 1 pixel vanish at every coarser retina scale
+    (2x, 4x), so only the finest scale on the top-left patch tells the class. Every image's box is
+    that patch (x 3-9, y 3-9).
+    """
+    generator = torch.Generator().manual_seed(seed)
+    labels = torch.randint(0, 2, (count,), generator=generator)
+    vertical = torch.randint(0, 2, (count, 4), generator=generator).bool()
+    vertical[:, 0] = labels.bool()
+    images = torch.zeros(count, 1, 32, 32)
+    for corner, (x, y) in enumerate(CORNERS):
+        patch = images[:, 0, y:y + 6, x:x + 6]
+        patch[vertical[:, corner], :, ::2] = 1.0
+        patch[~vertical[:, corner], ::2, :] = 1.0
+    boxes = torch.tensor([[3.0, 3.0, 9.0, 9.0]]).expand(count, 4).clone()
+    return TensorImages((images * 255).to(torch.uint8), labels, boxes=boxes)
+
+
+def train_on_corner_task(out: Path, recipe: str, policy: str, guidance: float = 0.0, epochs: int = 6,
+                         seed: int = 0) -> dict[str, Any]:
+    """Train a small GDRAM (3 glimpses of 3 scales of 4x4) on :func:`corner_task`; returns the summary."""
+    data = DataSplits("corner-task", corner_task(2048, 1), corner_task(256, 2), corner_task(256, 3), 2, 1, (32, 32))
+    config = GDRAMConfig(num_classes=2, in_channels=1, image_size=32, glimpse_size=4, num_scales=3, num_glimpses=3,
+                         hidden_size=32, glimpse_channels=(8, 16), context_channels=8, mlp_hidden_size=32,
+                         recipe=recipe)
+    settings = TrainSettings(epochs=epochs, batch_size=32, seed=seed, device="cpu", num_workers=0, policy=policy,
+                             location_guidance=guidance)
+    run_dir = out / f"{recipe}-{policy}{f'-lg{guidance:g}' if guidance else ''}-seed{seed}"
+    return Trainer(config, data, settings, run_dir, {"source": "corner-task"}, quiet=True).fit()
+
+
+def corner(out: Path, seeds: Sequence[int]) -> str:
+    """Every :data:`CORNER_RUNS` entry for each seed on the corner task; returns the markdown table."""
+    lines = ["| recipe | policy | location guidance | test top-1 per seed | hit rate per seed |",
+             "|---|---|---:|---|---|"]
+    for recipe, policy, guidance in CORNER_RUNS:
+        runs = [train_on_corner_task(out, recipe, policy, guidance, seed=seed) for seed in seeds]
+        top1 = ", ".join(f"{run['test_top1'] * 100:.1f}" for run in runs)
+        hits = ", ".join(_format(run["test_hit_rate"], 2) for run in runs)
+        lines.append(f"| {recipe} | {policy} | {guidance:g} | {top1} | {hits} |")
+    return "\n".join(lines) + "\n"
 
 
 def run_name(policy: str, guidance: float, seed: int) -> str:
@@ -164,7 +219,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     run.add_argument("--batch-size", type=int, default=EMBEDDED_BATCH_SIZE, help="images per step")
     run.add_argument("--recipe", default="robust", choices=["robust", "paper"], help="training recipe")
     run.add_argument("--out", type=Path, help="output folder (default: experiments/attention-<dataset>)")
+    small = commands.add_parser("corner", formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+                                help="recipes and policies on a tiny task only one glimpse place solves (minutes)")
+    small.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="seeds of every run")
+    small.add_argument("--out", type=Path, default=Path("experiments") / "corner", help="output folder")
     args = parser.parse_args(argv)
+    if args.experiment == "corner":
+        markdown = corner(args.out, args.seeds)
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / "results.md").write_text(markdown)
+        print(markdown)
+        return 0
     out = args.out or Path("experiments") / f"attention-{args.dataset}"
     out.mkdir(parents=True, exist_ok=True)
     summaries = attention(args.dataset, args.seeds, args.policies, args.guidance, out, args.epochs,
