@@ -3,11 +3,16 @@
     python -m benchmarks.report                       # default suite, this machine
     python -m benchmarks.report --full                # full sweeps (extra arguments go to pytest)
     python -m benchmarks.report --from-json FILE      # only re-render a saved run
+    python -m benchmarks.report --check               # only say which gdram_ext the suite would time
 
 The suite's pytest-benchmark JSON is saved (``--json``, default ``benchmarks/results-<host>.json``)
 with the load average before and after the run; the table goes to stdout and to ``--output``
 (default ``benchmarks/results-<host>.md``). A ratio above 1 means the fused op is that many times
 faster than the peer on the same case and device, both measured in the same run.
+
+The report refuses to run the suite, or to render a run, unless ``gdram_ext`` ran its compiled
+kernels (``gdram_ext.backend().name == "compiled"``); the backend, its kernels and the commit of the
+checkout are recorded in the JSON and printed in the markdown header.
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ from pathlib import Path
 
 from benchmarks.cases import FUSED, FUSED_COMPILED, headline
 from benchmarks.conftest import FULL_ENV
-from benchmarks.harness import THREADS_ENV
+from benchmarks.harness import THREADS_ENV, backend_info, require_compiled
 
 ROOT = Path(__file__).resolve().parent.parent
 PEER_COLUMNS = (
@@ -78,6 +83,7 @@ def run_suite(json_path: Path, pytest_args: list[str]) -> int:
     command = [sys.executable, "-m", "pytest", "benchmarks/", "--benchmark-only", f"--benchmark-json={json_path}"]
     command += pytest_args
     env = [f"{name}={os.environ[name]}" for name in (THREADS_ENV, FULL_ENV) if name in os.environ]
+    commit = checkout_commit()
     before = os.getloadavg()
     code = subprocess.call(command, cwd=ROOT)
     after = os.getloadavg()
@@ -87,9 +93,27 @@ def run_suite(json_path: Path, pytest_args: list[str]) -> int:
             "load_average_before": before,
             "load_average_after": after,
             "command": shlex.join([*env, "python", "-m", "benchmarks.report", *pytest_args]),
+            "commit": commit,
         }
         json_path.write_text(json.dumps(data, indent=2))
     return code
+
+
+def checkout_commit() -> str:
+    """``git describe --always --dirty`` of the checkout the suite runs from, or ``"unknown"``."""
+    try:
+        completed = subprocess.run(
+            ["git", "describe", "--always", "--dirty"], cwd=ROOT, capture_output=True, text=True, check=True
+        )
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return completed.stdout.strip()
+
+
+def recorded_backend(data: dict) -> dict[str, object] | None:
+    """The backend a saved run recorded (``backend``, ``kernels``, ``package``), or None if it predates that."""
+    ours = data.get("machine_info", {}).get("gdram", {})
+    return {key: ours[key] for key in ("backend", "kernels", "package") if key in ours} if "backend" in ours else None
 
 
 def _ratio(value: float) -> str:
@@ -244,6 +268,8 @@ def header(data: dict, stat: str) -> list[str]:
         f"{ours.get('cpu_count', '?')} cores; torch threads: {ours.get('torch_threads', '?')}",
         f"- torch {ours.get('torch_version', '?')}, Python {machine.get('python_version', '?')}; "
         f"GPU: {ours.get('gpu', '?')}",
+        f"- gdram_ext backend: {_backend_line(recorded_backend(data))}",
+        f"- checkout: {report.get('commit', 'not recorded')}",
         f"- load average (1 / 5 / 15 min): {'; '.join(loads) if loads else 'not recorded'}",
         f"- statistic: {stat} over rounds; ratio = peer time / fused time on the same case and device "
         "(> 1: the fused op is faster), all from one run",
@@ -251,6 +277,13 @@ def header(data: dict, stat: str) -> list[str]:
     if "command" in report:
         lines.append(f"- command: `{report['command']}`")
     return [*lines, ""]
+
+
+def _backend_line(active: dict[str, object] | None) -> str:
+    if active is None:
+        return "not recorded (a run from before the backend was recorded: the fused figures may be the reference's)"
+    kernels = ", ".join(active["kernels"]) or "none"
+    return f"{active['backend']}, kernels: {kernels} (package {active.get('package', '?')})"
 
 
 def render(data: dict, stat: str = "min") -> str:
@@ -272,16 +305,31 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--output", type=Path, default=ROOT / "benchmarks" / f"results-{host}.md")
     parser.add_argument("--from-json", type=Path, help="render this saved run instead of running the suite")
     parser.add_argument("--stat", default="min", choices=("min", "median", "mean"))
+    parser.add_argument("--check", action="store_true", help="only check that the compiled kernels would be timed")
     args, pytest_args = parser.parse_known_args(argv)
     code = 0
     source = args.from_json
     if source is None:
+        try:
+            require_compiled()
+        except RuntimeError as error:
+            print(f"benchmarks.report: {error}", file=sys.stderr)
+            return 2
+        if args.check:
+            print(f"gdram_ext: {backend_info()}")
+            return 0
         code = run_suite(args.json.resolve(), pytest_args)
         source = args.json
     if not source.exists():
         print(f"no benchmark results at {source}", file=sys.stderr)
         return code or 1
-    text = render(json.loads(source.read_text()), args.stat)
+    data = json.loads(source.read_text())
+    active = recorded_backend(data)
+    if active is not None and active["backend"] != "compiled":
+        message = f"{source} timed the {active['backend']!r} backend, not the compiled kernels"
+        print(f"benchmarks.report: {message}", file=sys.stderr)
+        return 2
+    text = render(data, args.stat)
     print(text)
     args.output.write_text(text + "\n")
     return code
