@@ -390,6 +390,18 @@ def test_non_contiguous_images_give_the_same_result_as_contiguous(layout: str, d
     torch.testing.assert_close(out, expected, atol=2 * eps, rtol=2 * eps)
 
 
+@pytest.mark.parametrize("channels", [1, 2, 3, 4, 5])
+@pytest.mark.parametrize("mode", MODES)
+def test_channels_last_of_any_channel_count_equals_contiguous_up_to_the_last_pixel(channels: int, mode: str) -> None:
+    # The glimpses reach the last pixel of the last sample, where a channels_last pixel's
+    # channels end the tensor's storage, and cross every border.
+    images = torch.randn(3, channels, 9, 11)
+    locations = torch.tensor([[-0.95, -0.9], [0.1, 0.2], [0.97, 0.95]])
+    out = retina_glimpse(images.contiguous(memory_format=torch.channels_last), locations, 4, 3, 2.0, mode, 3.0)
+    expected = retina_glimpse(images, locations, 4, 3, 2.0, mode, 3.0)
+    torch.testing.assert_close(out, expected, atol=1e-6, rtol=1e-6)
+
+
 @pytest.mark.parametrize("mode", MODES)
 def test_non_contiguous_locations_give_the_same_result_as_contiguous(mode: str) -> None:
     images = torch.randn(3, 2, 11, 12, dtype=torch.float64)

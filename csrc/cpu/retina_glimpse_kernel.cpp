@@ -170,10 +170,67 @@ inline void bilinear_cells(
   }
 }
 
+#if defined(__SSE2__)
+// A float cell of 3 or 4 channels stored pixel-major, all four taps inside the image: each tap's
+// channels in one 16-byte load (for 3 channels the fourth lane reads the next pixel's first value,
+// which stays in the tensor as `p + 4 <= end` is checked by the caller, and is never stored).
+inline void bilinear_cell_pixel_sse(
+    const float* p00, const float* p01, const float* p10, const float* p11,
+    float w00, float w01, float w10, float w11, int64_t channels, float* out, int64_t cells) {
+  const __m128 value = _mm_add_ps(
+      _mm_add_ps(_mm_mul_ps(_mm_set1_ps(w00), _mm_loadu_ps(p00)), _mm_mul_ps(_mm_set1_ps(w01), _mm_loadu_ps(p01))),
+      _mm_add_ps(_mm_mul_ps(_mm_set1_ps(w10), _mm_loadu_ps(p10)), _mm_mul_ps(_mm_set1_ps(w11), _mm_loadu_ps(p11))));
+  alignas(16) float lanes[4];
+  _mm_store_ps(lanes, value);
+  for (int64_t ch = 0; ch < channels; ++ch) out[ch * cells] = lanes[ch];
+}
+#endif
+
+// Cells of one row of every channel when a pixel's channels are adjacent in memory (channels_last):
+// a cell whose four taps are inside the image reads each tap's channels as one run, with the
+// cell's four weights computed once for all channels; other cells go through bilinear_cell.
+template <typename scalar_t, typename acc_t>
+inline void bilinear_cells_pixel_major(
+    const scalar_t* sample,
+    const scalar_t* end,
+    int64_t channels,
+    const AxisTaps<acc_t>& ty,
+    const std::vector<AxisTaps<acc_t>>& taps_x,
+    scalar_t* out,
+    int64_t cells) {
+  for (size_t c = 0; c < taps_x.size(); ++c) {
+    const AxisTaps<acc_t>& tx = taps_x[c];
+    scalar_t* cell_out = out + c;
+    if (!(ty.valid0 && ty.valid1 && tx.valid0 && tx.valid1)) {
+      for (int64_t ch = 0; ch < channels; ++ch) cell_out[ch * cells] = static_cast<scalar_t>(bilinear_cell(sample + ch, ty, tx));
+      continue;
+    }
+    const scalar_t* p00 = sample + ty.offset0 + tx.offset0;
+    const scalar_t* p01 = sample + ty.offset0 + tx.offset1;
+    const scalar_t* p10 = sample + ty.offset1 + tx.offset0;
+    const scalar_t* p11 = sample + ty.offset1 + tx.offset1;
+    const acc_t w00 = ty.weight0 * tx.weight0, w01 = ty.weight0 * tx.weight1;
+    const acc_t w10 = ty.weight1 * tx.weight0, w11 = ty.weight1 * tx.weight1;
+#if defined(__SSE2__)
+    if constexpr (std::is_same_v<scalar_t, float>) {
+      if ((channels == 3 || channels == 4) && p11 + 4 <= end) {
+        bilinear_cell_pixel_sse(p00, p01, p10, p11, w00, w01, w10, w11, channels, cell_out, cells);
+        continue;
+      }
+    }
+#endif
+    for (int64_t ch = 0; ch < channels; ++ch) {
+      cell_out[ch * cells] = static_cast<scalar_t>(
+          w00 * acc_t(p00[ch]) + w01 * acc_t(p01[ch]) + w10 * acc_t(p10[ch]) + w11 * acc_t(p11[ch]));
+    }
+  }
+}
+
 // One row of cells of every channel of a sample; channel ch's row is written at out + ch * cells.
 template <typename scalar_t, typename acc_t>
 inline void bilinear_row(
     const scalar_t* sample,
+    const scalar_t* end,
     const Strides4& in,
     int64_t channels,
     const AxisTaps<acc_t>& ty,
@@ -183,6 +240,10 @@ inline void bilinear_row(
     scalar_t* out,
     int64_t cells) {
   const int64_t size = static_cast<int64_t>(taps_x.size());
+  if (in.c == 1 && channels > 1) {
+    bilinear_cells_pixel_major(sample, end, channels, ty, taps_x, out, cells);
+    return;
+  }
 #if defined(__SSE2__)
   if constexpr (std::is_same_v<scalar_t, float>) {
     if (in.w == 1 && ty.valid0 && ty.valid1 && interior.second > interior.first) {
@@ -245,6 +306,8 @@ void forward_kernel(const at::Tensor& images, const at::Tensor& locations, at::T
   const double* loc = locations.const_data_ptr<double>();
   scalar_t* out_data = output.mutable_data_ptr<scalar_t>();
   const int64_t grain = std::max<int64_t>(1, 16384 / (channels * cells));
+  // One past the last element of the images, for loads that read a little beyond a pixel.
+  const scalar_t* image_end = image_data + 1 + (batch - 1) * in.b + (channels - 1) * in.c + (height - 1) * in.h + (width - 1) * in.w;
 
   at::parallel_for(0, batch * scales, grain, [&](int64_t begin, int64_t end) {
     std::vector<Taps> taps_x, taps_y;
@@ -267,7 +330,7 @@ void forward_kernel(const at::Tensor& images, const at::Tensor& locations, at::T
         const auto interior = interior_run(axis_taps_x);
         if constexpr (std::is_same_v<scalar_t, float>) columns.build(axis_taps_x);
         for (int64_t r = 0; r < size; ++r) {
-          bilinear_row(sample, in, channels, axis_taps_y[r], axis_taps_x, columns, interior, out_scale + r * size, cells);
+          bilinear_row(sample, image_end, in, channels, axis_taps_y[r], axis_taps_x, columns, interior, out_scale + r * size, cells);
         }
       } else {
         // Separable: first the coverage-weighted sum of each cell row's image rows, then
