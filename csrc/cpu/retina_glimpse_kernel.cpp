@@ -388,6 +388,100 @@ struct PlainAdd {
   void operator()(int64_t index, acc_t value) const { plane[index] += value; }
 };
 
+// Area backward of one scale of one image plane, separably (the cell means are sums of
+// coverage_y(y) * coverage_x(x) * pixel / cell over the cells' rectangles):
+//   rows[r][x] = sum_c grad[r][c] * coverage_x[c](x)           (d loss / d "row r's x profile")
+//   grad_image[y][x] += sum_r coverage_y[r](y) * rows[r][x]
+//   d_y = sum_r sum_x rows[r][x] * (pixel[bottom_r][x] - pixel[top_r][x]) / cell
+//   d_x = sum_c sum_y cols[c][y] * (pixel[y][right_c] - pixel[y][left_c]) / cell,
+//         cols[c][y] = sum_r grad[r][c] * coverage_y[r](y)
+// where top_r / bottom_r (left_c / right_c) are the pixels at the edges of cell row r (column c),
+// as in area_slopes. Cost: about the footprint's pixel count once, instead of once per cell.
+template <typename scalar_t, typename acc_t>
+struct AreaBackward {
+  AreaAxis<acc_t> axis_x, axis_y;
+  std::vector<acc_t> rows, cols;
+
+  void run(
+      const scalar_t* plane,
+      const Strides4& in,
+      const scalar_t* grad,
+      double start_x,
+      double start_y,
+      double cell,
+      int64_t size,
+      int64_t height,
+      int64_t width,
+      acc_t* grad_plane,
+      bool slopes,
+      acc_t& d_x,
+      acc_t& d_y) {
+    axis_x.build(start_x, cell, size, width);
+    axis_y.build(start_y, cell, size, height);
+    const int64_t lo_x = axis_x.lo(), span_x = axis_x.hi() - lo_x;
+    const int64_t lo_y = axis_y.lo(), span_y = axis_y.hi() - lo_y;
+    if (span_x <= 0 || span_y <= 0) return;
+    rows.assign(size * span_x, acc_t(0));
+    for (int64_t r = 0; r < size; ++r) {
+      acc_t* row = rows.data() + r * span_x - lo_x;
+      for (int64_t c = 0; c < size; ++c) {
+        const acc_t g = static_cast<acc_t>(grad[r * size + c]);
+        const acc_t* wx = axis_x.coverage.data() + axis_x.offset[c];
+        for (int64_t i = 0; i < axis_x.count[c]; ++i) row[axis_x.first[c] + i] += g * wx[i];
+      }
+    }
+    if (grad_plane) {
+      for (int64_t r = 0; r < size; ++r) {
+        const acc_t* row = rows.data() + r * span_x;
+        for (int64_t j = 0; j < axis_y.count[r]; ++j) {
+          const acc_t wy = axis_y.coverage[axis_y.offset[r] + j];
+          acc_t* out = grad_plane + (axis_y.first[r] + j) * width + lo_x;
+          for (int64_t x = 0; x < span_x; ++x) out[x] += wy * row[x];
+        }
+      }
+    }
+    if (!slopes) return;
+    const acc_t inv_cell = acc_t(1.0 / cell);
+    acc_t sum_y = 0;
+    for (int64_t r = 0; r < size; ++r) {
+      const double top_edge = start_y + static_cast<double>(r) * cell;
+      const int64_t top = pixel_at(top_edge, height), bottom = pixel_at(top_edge + cell, height);
+      const acc_t* row = rows.data() + r * span_x;
+      acc_t sum = 0;
+      for (int64_t x = 0; x < span_x; ++x) {
+        const acc_t below = pixel<acc_t>(plane, in.h, in.w, bottom, lo_x + x, bottom >= 0);
+        const acc_t above = pixel<acc_t>(plane, in.h, in.w, top, lo_x + x, top >= 0);
+        sum += row[x] * (below - above);
+      }
+      sum_y += sum;
+    }
+    cols.assign(size * span_y, acc_t(0));
+    for (int64_t r = 0; r < size; ++r) {
+      const acc_t* wy = axis_y.coverage.data() + axis_y.offset[r];
+      for (int64_t c = 0; c < size; ++c) {
+        const acc_t g = static_cast<acc_t>(grad[r * size + c]);
+        acc_t* col = cols.data() + c * span_y + (axis_y.first[r] - lo_y);
+        for (int64_t j = 0; j < axis_y.count[r]; ++j) col[j] += g * wy[j];
+      }
+    }
+    acc_t sum_x = 0;
+    for (int64_t c = 0; c < size; ++c) {
+      const double left_edge = start_x + static_cast<double>(c) * cell;
+      const int64_t left = pixel_at(left_edge, width), right = pixel_at(left_edge + cell, width);
+      const acc_t* col = cols.data() + c * span_y;
+      acc_t sum = 0;
+      for (int64_t y = 0; y < span_y; ++y) {
+        const acc_t after = pixel<acc_t>(plane, in.h, in.w, lo_y + y, right, right >= 0);
+        const acc_t before = pixel<acc_t>(plane, in.h, in.w, lo_y + y, left, left >= 0);
+        sum += col[y] * (after - before);
+      }
+      sum_x += sum;
+    }
+    d_x += sum_x * inv_cell;
+    d_y += sum_y * inv_cell;
+  }
+};
+
 template <typename scalar_t>
 void backward_kernel(
     const at::Tensor& grad_output,
@@ -409,38 +503,35 @@ void backward_kernel(
 
   at::parallel_for(0, images.size(0) * channels, grain, [&](int64_t begin, int64_t end) {
     std::vector<Taps> taps_x, taps_y;
+    AreaBackward<scalar_t, acc_t> area_backward;
     for (int64_t task = begin; task < end; ++task) {
       const int64_t b = task / channels, ch = task % channels;
       const scalar_t* plane = image_data + b * in.b + ch * in.c;
-      const PlainAdd<acc_t> add{grad_image_data ? grad_image_data + task * height * width : nullptr};
+      // The task is the only writer of its gradient plane: it zeroes the plane itself (the
+      // gradient is allocated uninitialised), so that the plane is in cache for its scatter.
+      acc_t* grad_plane = grad_image_data ? grad_image_data + task * height * width : nullptr;
+      if (grad_plane) std::fill(grad_plane, grad_plane + height * width, acc_t(0));
+      const PlainAdd<acc_t> add{grad_plane};
       acc_t d_x = 0, d_y = 0;  // d loss / d (pixel coordinates of the glimpse centre)
       for (int64_t s = 0; s < scales; ++s) {
         const double side = glimpse.side(s), cell = side / static_cast<double>(size);
         const double start_x = glimpse_start(loc[2 * b], width, side);
         const double start_y = glimpse_start(loc[2 * b + 1], height, side);
         const scalar_t* grad_cells = grad_data + ((b * scales + s) * channels + ch) * cells;
-        if (!glimpse.area) {
-          build_taps(taps_x, start_x, cell, size, width);
-          build_taps(taps_y, start_y, cell, size, height);
+        if (glimpse.area) {
+          area_backward.run(
+              plane, in, grad_cells, start_x, start_y, cell, size, height, width, grad_plane, partial != nullptr, d_x, d_y);
+          continue;
         }
+        build_taps(taps_x, start_x, cell, size, width);
+        build_taps(taps_y, start_y, cell, size, height);
         for (int64_t r = 0; r < size; ++r) {
           for (int64_t c = 0; c < size; ++c) {
             const acc_t grad = static_cast<acc_t>(grad_cells[r * size + c]);
-            const AreaCell area{start_x + c * cell, start_y + r * cell, cell, height, width};
-            if (add.plane) {
-              if (glimpse.area) {
-                area_scatter(area, grad, add);
-              } else {
-                bilinear_scatter(taps_y[r], taps_x[c], grad, width, add);
-              }
-            }
+            if (grad_plane) bilinear_scatter(taps_y[r], taps_x[c], grad, width, add);
             if (partial) {
               acc_t slope_x, slope_y;
-              if (glimpse.area) {
-                area_slopes<acc_t>(plane, in.h, in.w, area, slope_x, slope_y);
-              } else {
-                bilinear_slopes<acc_t>(plane, in.h, in.w, taps_y[r], taps_x[c], slope_x, slope_y);
-              }
+              bilinear_slopes<acc_t>(plane, in.h, in.w, taps_y[r], taps_x[c], slope_x, slope_y);
               d_x += grad * slope_x;
               d_y += grad * slope_y;
             }
@@ -470,7 +561,8 @@ std::tuple<at::Tensor, at::Tensor> retina_glimpse_backward_cpu(
       check_backward_arguments(grad_output, images, locations, size, num_scales, scale_factor, base_size, mode);
   TORCH_CHECK(images.device().is_cpu(), "retina_glimpse_backward (CPU kernel): images must be on the CPU");
   const auto acc_type = at::toOpMathType(images.scalar_type());
-  at::Tensor grad_images = images_grad ? at::zeros(images.sizes(), images.options().dtype(acc_type))
+  // Uninitialised: every task zeroes the planes it owns before scattering into them.
+  at::Tensor grad_images = images_grad ? at::empty(images.sizes(), images.options().dtype(acc_type))
                                        : at::empty({0}, images.options());
   at::Tensor grad_partial = locations_grad ? at::zeros({images.size(0), images.size(1), 2}, locations.options().dtype(at::kDouble))
                                            : at::empty({0}, locations.options());
