@@ -24,11 +24,11 @@ import platform
 import shlex
 import subprocess
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
 
-from benchmarks.cases import FUSED, FUSED_COMPILED, headline
+from benchmarks.cases import CHANNELS_LAST, CONTIGUOUS, FUSED, FUSED_COMPILED, headline
 from benchmarks.conftest import FULL_ENV
 from benchmarks.harness import THREADS_ENV, backend_info, require_compiled
 
@@ -66,6 +66,12 @@ class Target:
 _BILINEAR, _AREA = headline("bilinear"), headline("area")
 TARGETS = (
     Target("CPU forward, bilinear: >= 5x peer 2", _BILINEAR.group("fwd", "cpu"), "grid_sample_per_scale", 5),
+    Target(
+        "CPU forward, bilinear, batch 512: >= 5x peer 2",
+        replace(_BILINEAR, batch=512).group("fwd", "cpu"),
+        "grid_sample_per_scale",
+        5,
+    ),
     Target("CPU forward, bilinear: >= 20x peer 1", _BILINEAR.group("fwd", "cpu"), "naive_crop", 20),
     Target(
         "CPU forward+backward, bilinear: >= 3x peer 2", _BILINEAR.group("fwdbwd", "cpu"), "grid_sample_per_scale", 3
@@ -75,6 +81,38 @@ TARGETS = (
     Target("GPU forward, area: faster than peer 4", _AREA.group("fwd", "cuda"), "roi_align", 1, strict=True),
     Target("GPU training step: >= 2x with peer 2", "train-gdram-B128-T8-128x128-cuda", "grid_sample_per_scale", 2),
 )
+
+
+@dataclass(frozen=True)
+class FusedTarget:
+    """An issue target on the fused op alone: its time on ``group`` is at most ``limit`` times its time
+    on ``baseline`` (another case, same device)."""
+
+    label: str
+    group: str
+    baseline: str
+    limit: float
+
+
+FUSED_TARGETS = (
+    FusedTarget(
+        "CPU area forward+backward: <= 3x bilinear forward+backward",
+        _AREA.group("fwdbwd", "cpu"),
+        _BILINEAR.group("fwdbwd", "cpu"),
+        3,
+    ),
+    *(
+        FusedTarget(
+            f"CPU {case.mode} forward: channels_last <= 1.5x NCHW",
+            replace(case, layout=CHANNELS_LAST).group("fwd", "cpu"),
+            case.group("fwd", "cpu"),
+            1.5,
+        )
+        for case in (_BILINEAR, _AREA)
+    ),
+)
+FLAT_BATCHES = (32, 128, 512)
+"""The CPU bilinear forward's time per sample must stay within 20% over these batch sizes."""
 
 
 def run_suite(json_path: Path, pytest_args: list[str]) -> int:
@@ -176,9 +214,14 @@ def section(groups: dict[str, dict[str, dict]], kind: str, title: str, stat: str
 
 
 GROWTH_AXES = (
-    ("batch size at 128x128", {"height": 128, "width": 128, "num_scales": 4, "size": 12}),
-    ("image size at batch 32", {"batch": 32, "num_scales": 4, "size": 12}),
+    ("batch size at 128x128", {"height": 128, "width": 128, "num_scales": 4, "size": 12, "layout": CONTIGUOUS}),
+    ("image size at batch 32", {"batch": 32, "num_scales": 4, "size": 12, "layout": CONTIGUOUS}),
 )
+
+
+def _field(info: dict[str, object], key: str) -> object:
+    """A case field of a benchmark's ``extra_info``; runs from before the layout was recorded were NCHW."""
+    return info.get(key, CONTIGUOUS if key == "layout" else None)
 
 
 def growth_section(groups: dict[str, dict[str, dict]], title: str, fixed: dict[str, int]) -> list[str]:
@@ -187,7 +230,7 @@ def growth_section(groups: dict[str, dict[str, dict]], title: str, fixed: dict[s
     sweeps: dict[tuple[str, str], list[tuple[str, dict[str, dict]]]] = {}
     for group, entries in groups.items():
         info = next(iter(entries.values()))["info"]
-        if info["kind"] == "fwd" and all(info.get(key) == value for key, value in fixed.items()):
+        if info["kind"] == "fwd" and all(_field(info, key) == value for key, value in fixed.items()):
             sweeps.setdefault((info["device"], info["mode"]), []).append((group, entries))
     for (device, mode), rows in sorted(sweeps.items()):
         if len(rows) < 2:
@@ -247,6 +290,59 @@ def targets_section(groups: dict[str, dict[str, dict]]) -> list[str]:
     return [*lines, ""]
 
 
+def _fused_time(groups: dict[str, dict[str, dict]], group: str) -> float | None:
+    entry = groups.get(group, {}).get(FUSED)
+    return None if entry is None else entry["time"]
+
+
+def fused_targets_section(groups: dict[str, dict[str, dict]]) -> list[str]:
+    """The targets on the fused op alone: slower cases against their baselines, and the time per
+    sample of the bilinear forward over the batch sweep (max / min within 1.2)."""
+    lines = ["| target | fused time ratio | status |", "|---|---:|---|"]
+    for target in FUSED_TARGETS:
+        time, baseline = _fused_time(groups, target.group), _fused_time(groups, target.baseline)
+        if time is None or baseline is None:
+            lines.append(f"| {target.label} | - | not measured |")
+            continue
+        value = time / baseline
+        lines.append(f"| {target.label} | {_ratio(value)} | {'met' if value <= target.limit else 'NOT met'} |")
+    per_sample = per_sample_times(groups, "cpu")
+    flat = [per_sample[batch][FUSED] for batch in FLAT_BATCHES if FUSED in per_sample.get(batch, {})]
+    label = f"CPU bilinear forward: time per sample flat within 20% over batch {', '.join(map(str, FLAT_BATCHES))}"
+    if len(flat) == len(FLAT_BATCHES):
+        value = max(flat) / min(flat)
+        lines.append(f"| {label} | {_ratio(value)} (max / min) | {'met' if value <= 1.2 else 'NOT met'} |")
+    else:
+        lines.append(f"| {label} | - | not measured |")
+    return [*lines, ""]
+
+
+def per_sample_times(groups: dict[str, dict[str, dict]], device: str) -> dict[int, dict[str, float]]:
+    """{batch: {implementation: seconds per sample}} of the bilinear forward's batch sweep (NCHW, 128x128)."""
+    times: dict[int, dict[str, float]] = {}
+    for batch in sorted({1, *FLAT_BATCHES}):
+        entries = groups.get(replace(_BILINEAR, batch=batch).group("fwd", device), {})
+        times[batch] = {name: entry["time"] / batch for name, entry in entries.items()}
+    return times
+
+
+def per_sample_section(groups: dict[str, dict[str, dict]]) -> list[str]:
+    """Time per sample of each implementation over the bilinear forward's batch sweep on the CPU."""
+    times = {batch: row for batch, row in per_sample_times(groups, "cpu").items() if row}
+    if len(times) < 2:
+        return []
+    names = [FUSED, *(name for name, _ in PEER_COLUMNS if all(name in row for row in times.values()))]
+    lines = [
+        "### Time per sample over the batch sweep (bilinear forward, 128x128, cpu)",
+        "",
+        "| batch | " + " | ".join(names) + " |",
+        "|---|" + "---:|" * len(names),
+    ]
+    for batch, row in times.items():
+        lines.append(f"| {batch} | " + " | ".join(_seconds(row[name]) for name in names) + " |")
+    return [*lines, ""]
+
+
 def header(data: dict, stat: str) -> list[str]:
     """Machine, software, threads, GPU and load of the run."""
     machine = data["machine_info"]
@@ -289,9 +385,10 @@ def _backend_line(active: dict[str, object] | None) -> str:
 def render(data: dict, stat: str = "min") -> str:
     """The whole markdown report of a pytest-benchmark JSON."""
     groups = _groups(data, stat)
-    lines = header(data, stat) + targets_section(groups)
+    lines = header(data, stat) + targets_section(groups) + fused_targets_section(groups)
     for kind, title in SECTIONS:
         lines += section(groups, kind, title, stat)
+    lines += per_sample_section(groups)
     for title, fixed in GROWTH_AXES:
         lines += growth_section(groups, title, fixed)
     lines += memory_section(groups)
