@@ -26,8 +26,14 @@ PACKAGE_DIR = Path(__file__).resolve().parent
 
 def compiled_module_files(folder: Path) -> list[Path]:
     """The compiled extension files ``_C<suffix>`` (e.g. ``_C.cpython-311-x86_64-linux-gnu.so``) in ``folder``."""
-    candidates = (folder / f"_C{suffix}" for suffix in importlib.machinery.EXTENSION_SUFFIXES)
-    return [path for path in candidates if path.is_file()]
+    found = []
+    for suffix in importlib.machinery.EXTENSION_SUFFIXES:
+        try:
+            if (folder / f"_C{suffix}").is_file():
+                found.append(folder / f"_C{suffix}")
+        except OSError:  # an unreadable sys.path entry
+            continue
+    return found
 
 
 def other_compiled_copies() -> list[Path]:
