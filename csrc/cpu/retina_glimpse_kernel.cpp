@@ -428,10 +428,11 @@ void forward_kernel(const at::Tensor& images, const at::Tensor& locations, at::T
   const double* loc = locations.const_data_ptr<double>();
   scalar_t* out_data = output.mutable_data_ptr<scalar_t>();
   const int64_t grain = std::max<int64_t>(1, 16384 / (channels * cells));
-  // One past the last element of the images, for loads that read a little beyond a pixel.
   // Float images whose rows are unit-stride (not channels_last) take the pixel-pair SIMD rows.
   const bool pair_rows = in.w == 1 && width >= 2 && !(in.c == 1 && channels > 1);
-  const scalar_t* image_end = image_data + 1 + (batch - 1) * in.b + (channels - 1) * in.c + (height - 1) * in.h + (width - 1) * in.w;
+  // One past the last element of the images, for loads that read a little beyond a pixel.
+  const scalar_t* image_end =
+      image_data + 1 + (batch - 1) * in.b + (channels - 1) * in.c + (height - 1) * in.h + (width - 1) * in.w;
 
   at::parallel_for(0, batch * scales, grain, [&](int64_t begin, int64_t end) {
     std::vector<Taps> taps_x, taps_y;
