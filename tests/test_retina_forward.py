@@ -359,6 +359,16 @@ def test_a_tap_outside_the_image_ignores_the_non_finite_pixel_beside_the_border_
     torch.testing.assert_close(out[..., border].double(), expected[..., border], atol=1e-6, rtol=1e-6)
 
 
+def test_float32_bilinear_of_whole_pixel_cells_matches_grid_sample_computed_in_float64() -> None:
+    # The paper's retina: cells of 1, 2, 4 and 8 pixels, 16 per row (contiguous vector loads for
+    # 1- and 2-pixel cells inside the image), glimpses inside the image and across its borders.
+    images = torch.randn(3, 3, 70, 90)
+    locations = torch.tensor([[0.05, -0.1], [-0.8, 0.9], [0.97, -0.99]])
+    out = retina_glimpse(images, locations, 16, 4, 2.0, "bilinear")
+    expected = grid_sample_oracle(images.double(), locations.double(), 16, 4, 2.0, 16.0)
+    torch.testing.assert_close(out.double(), expected, atol=1e-5, rtol=1e-5)
+
+
 def test_float32_bilinear_matches_grid_sample_computed_in_float64() -> None:
     # grid_sample in float32 computes its coordinates in float32 (errors growing with the image
     # size), so the oracle runs in float64 on the same float32-rounded inputs.

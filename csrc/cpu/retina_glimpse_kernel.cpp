@@ -3,8 +3,9 @@
 // Forward: one at::parallel_for over (sample, scale) pairs; each task computes its cells'
 // bilinear taps (offsets and weights) or area coverages once, then every channel's cells. Float
 // bilinear rows of unit x stride read each cell's two horizontal taps as one 64-bit pixel pair
-// per tap row, four (SSE) or eight (AVX2 + FMA, chosen at run time) cells per step; channels_last
-// images read each tap's channels as one run.
+// per tap row, four (SSE) or eight (AVX2 + FMA, chosen at run time) cells per step, or as
+// contiguous vectors for cells of 1 or 2 pixels; channels_last images read each tap's channels as
+// one run.
 // Backward: one at::parallel_for over (sample, channel) image planes. A task is the only
 // writer of its plane of the images' gradient (which it zeroes; area mode scatters separably)
 // and of its own partial location gradient, and the partials are summed over channels in a fixed
@@ -87,6 +88,9 @@ struct PairTaps {
   std::vector<int64_t> offset;
   std::vector<float> left, right;
   std::vector<uint32_t> mask;
+  // Per group of eight cells [8g, 8g + 8): 1 or 2 when their pairs are inside the image and start
+  // 1 or 2 pixels apart (cells of 1 or 2 pixels), so that contiguous loads fetch them; else 0.
+  std::vector<uint8_t> step;
 
   void build(const std::vector<Taps>& taps, int64_t width) {
     const size_t cells = (taps.size() + 3) / 4 * 4;
@@ -108,6 +112,18 @@ struct PairTaps {
         offset[k] = width - 2;
         right[k] = static_cast<float>(t.weight0);
         mask[2 * k + 1] = ~0u;
+      }
+    }
+    step.assign(taps.size() / 8, 0);
+    for (size_t g = 0; g < step.size(); ++g) {
+      const size_t c = 8 * g;
+      for (const int64_t candidate : {1, 2}) {
+        bool regular = true;
+        for (size_t i = 0; i < 8 && regular; ++i) {
+          regular = mask[2 * (c + i)] && mask[2 * (c + i) + 1] &&
+              offset[c + i] == offset[c] + static_cast<int64_t>(i) * candidate;
+        }
+        if (regular) step[g] = static_cast<uint8_t>(candidate);
       }
     }
   }
@@ -192,6 +208,70 @@ GDRAM_TARGET_AVX2 inline __m256 swap_middle_quarters(__m256 v) {
   return _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(v), _MM_SHUFFLE(3, 1, 2, 0)));
 }
 
+// Eight cells of 1-pixel pitch, pairs inside the image (PairTaps::step 1): their left pixels are the
+// eight pixels from the first cell's offset, their right pixels the eight after that.
+template <bool two_rows>
+GDRAM_TARGET_AVX2 inline void bilinear_cells8_unit(
+    const float* sample,
+    int64_t stride_c,
+    int64_t channels,
+    int64_t row0,
+    int64_t row1,
+    __m256 wy0,
+    __m256 wy1,
+    const PairTaps& taps,
+    int64_t c,
+    float* out,
+    int64_t cells) {
+  const __m256 wl = _mm256_loadu_ps(taps.left.data() + c), wr = _mm256_loadu_ps(taps.right.data() + c);
+  const int64_t o = taps.offset[c];
+  for (int64_t ch = 0; ch < channels; ++ch) {
+    const float* top = sample + ch * stride_c + row0 + o;
+    __m256 lefts = _mm256_mul_ps(wy0, _mm256_loadu_ps(top));
+    __m256 rights = _mm256_mul_ps(wy0, _mm256_loadu_ps(top + 1));
+    if constexpr (two_rows) {
+      const float* bottom = sample + ch * stride_c + row1 + o;
+      lefts = _mm256_fmadd_ps(wy1, _mm256_loadu_ps(bottom), lefts);
+      rights = _mm256_fmadd_ps(wy1, _mm256_loadu_ps(bottom + 1), rights);
+    }
+    _mm256_storeu_ps(out + ch * cells + c, _mm256_fmadd_ps(wr, rights, _mm256_mul_ps(wl, lefts)));
+  }
+}
+
+// Eight cells of 2-pixel pitch, pairs inside the image (PairTaps::step 2): the 16 pixels from the
+// first cell's offset, split into even (left) and odd (right) ones within 128-bit lanes, which
+// orders the cells as the pixel pairs do (weights `wl`, `wr` already in that order).
+template <bool two_rows>
+GDRAM_TARGET_AVX2 inline void bilinear_cells8_even(
+    const float* sample,
+    int64_t stride_c,
+    int64_t channels,
+    int64_t row0,
+    int64_t row1,
+    __m256 wy0,
+    __m256 wy1,
+    __m256 wl,
+    __m256 wr,
+    int64_t o,
+    int64_t c,
+    float* out,
+    int64_t cells) {
+  for (int64_t ch = 0; ch < channels; ++ch) {
+    const float* top = sample + ch * stride_c + row0 + o;
+    __m256 low = _mm256_mul_ps(wy0, _mm256_loadu_ps(top));
+    __m256 high = _mm256_mul_ps(wy0, _mm256_loadu_ps(top + 8));
+    if constexpr (two_rows) {
+      const float* bottom = sample + ch * stride_c + row1 + o;
+      low = _mm256_fmadd_ps(wy1, _mm256_loadu_ps(bottom), low);
+      high = _mm256_fmadd_ps(wy1, _mm256_loadu_ps(bottom + 8), high);
+    }
+    const __m256 lefts = _mm256_shuffle_ps(low, high, _MM_SHUFFLE(2, 0, 2, 0));
+    const __m256 rights = _mm256_shuffle_ps(low, high, _MM_SHUFFLE(3, 1, 3, 1));
+    const __m256 value = _mm256_fmadd_ps(wr, rights, _mm256_mul_ps(wl, lefts));
+    _mm256_storeu_ps(out + ch * cells + c, swap_middle_quarters(value));
+  }
+}
+
 // bilinear_row_pairs eight cells per step: cells [0, size / 8 * 8), then the SSE steps for the
 // rest. The pixel pairs of cells 0-3 and 4-7 fill two registers; splitting them into left and right
 // pixels within 128-bit lanes orders the cells 0 1 4 5 2 3 6 7, so the weights are permuted into
@@ -213,8 +293,17 @@ GDRAM_TARGET_AVX2 void bilinear_row_pairs_avx2(
   const int64_t wide = size / 8 * 8;
   for (int64_t c = 0; c < wide; c += 8) {
     const int64_t* o = taps.offset.data() + c;
+    const int step = taps.step[c / 8];
+    if (step == 1) {
+      bilinear_cells8_unit<two_rows>(sample, stride_c, channels, row0, row1, wy0, wy1, taps, c, out, cells);
+      continue;
+    }
     const __m256 wl = swap_middle_quarters(_mm256_loadu_ps(taps.left.data() + c));
     const __m256 wr = swap_middle_quarters(_mm256_loadu_ps(taps.right.data() + c));
+    if (step == 2) {
+      bilinear_cells8_even<two_rows>(sample, stride_c, channels, row0, row1, wy0, wy1, wl, wr, o[0], c, out, cells);
+      continue;
+    }
     const __m256 m03 = _mm256_loadu_ps(reinterpret_cast<const float*>(taps.mask.data() + 2 * c));
     const __m256 m47 = _mm256_loadu_ps(reinterpret_cast<const float*>(taps.mask.data() + 2 * c + 8));
     for (int64_t ch = 0; ch < channels; ++ch) {
