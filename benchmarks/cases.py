@@ -15,6 +15,8 @@ from gdram_ext.baselines import PEERS
 
 MODES = ("bilinear", "area")
 KINDS = ("fwd", "fwdbwd")
+CONTIGUOUS, CHANNELS_LAST = "contiguous", "channels_last"
+"""Memory layouts of the images: NCHW (``torch.contiguous_format``) and NHWC (``torch.channels_last``)."""
 FUSED = "fused"
 FUSED_COMPILED = "fused_compiled"
 EXACT = frozenset({"grid_sample_per_scale", "grid_sample_vectorised", "coverage_einsum", FUSED, FUSED_COMPILED})
@@ -23,8 +25,8 @@ EXACT = frozenset({"grid_sample_per_scale", "grid_sample_vectorised", "coverage_
 
 @dataclass(frozen=True, order=True)
 class Case:
-    """One input configuration: images (batch, channels, height, width), glimpse of ``num_scales``
-    scales of ``size x size`` cells with ``scale_factor`` between scales, in ``mode``."""
+    """One input configuration: images (batch, channels, height, width) in ``layout``, glimpse of
+    ``num_scales`` scales of ``size x size`` cells with ``scale_factor`` between scales, in ``mode``."""
 
     mode: str
     batch: int
@@ -34,10 +36,13 @@ class Case:
     size: int
     channels: int = 3
     scale_factor: float = 2.0
+    layout: str = CONTIGUOUS
 
     def label(self, kind: str) -> str:
-        """The case and kind of timing, e.g. ``fwd-bilinear-B128-128x128-S4-g12``."""
-        return f"{kind}-{self.mode}-B{self.batch}-{self.height}x{self.width}-S{self.num_scales}-g{self.size}"
+        """The case and kind of timing, e.g. ``fwd-bilinear-B128-128x128-S4-g12`` (``-channels_last``
+        appended for channels_last images)."""
+        layout = "" if self.layout == CONTIGUOUS else f"-{self.layout}"
+        return f"{kind}-{self.mode}-B{self.batch}-{self.height}x{self.width}-S{self.num_scales}-g{self.size}{layout}"
 
     def group(self, kind: str, device: str) -> str:
         """pytest-benchmark group: the label and the device, e.g. ``fwd-bilinear-B128-128x128-S4-g12-cpu``."""
@@ -54,10 +59,12 @@ class Case:
             "num_scales": self.num_scales,
             "size": self.size,
             "scale_factor": self.scale_factor,
+            "layout": self.layout,
         }
 
     def inputs(self, device: str) -> tuple[torch.Tensor, torch.Tensor]:
-        """Seeded uniform images (B, C, H, W) in [0, 1) and locations (B, 2) in the model's range.
+        """Seeded uniform images (B, C, H, W) in [0, 1), in the case's memory layout, and locations
+        (B, 2) in the model's range.
 
         The locations lie where the GDRAM clips them, within half the smallest scale of the edges.
         """
@@ -65,7 +72,10 @@ class Case:
         images = torch.rand(self.batch, self.channels, self.height, self.width, generator=generator)
         reach = torch.tensor([1 - self.size / self.width, 1 - self.size / self.height])
         locations = (torch.rand(self.batch, 2, generator=generator) * 2 - 1) * reach
-        return images.to(device), locations.to(device)
+        images = images.to(device)
+        if self.layout == CHANNELS_LAST:
+            images = images.contiguous(memory_format=torch.channels_last)
+        return images, locations.to(device)
 
 
 def headline(mode: str) -> Case:
@@ -86,11 +96,15 @@ def _batch_sweep(mode: str, batches: tuple[int, ...]) -> list[Case]:
 def cases(kind: str, full: bool) -> list[Case]:
     """Every case of a kind (``fwd``, ``fwdbwd``): the default run or the ``full`` sweep.
 
-    Default: the headline in both modes; for ``fwd`` also a bilinear batch sweep (1, 32, 512)
-    and a bilinear image sweep (128, 512, 2048 and 480x640 at batch 32).
-    Full: both kinds and modes over batch 1-512, the image sweep, 1-5 scales and glimpses of 8-32.
+    Default: the headline in both modes; for ``fwd`` also the headline on channels_last images (both
+    modes), a bilinear batch sweep (1, 32, 512) and a bilinear image sweep (128, 512, 2048 and
+    480x640 at batch 32).
+    Full: both kinds and modes over batch 1-512, the image sweep, 1-5 scales and glimpses of 8-32,
+    and the channels_last headline.
     """
     selected = {headline(mode) for mode in MODES}
+    if kind == "fwd":
+        selected.update(replace(headline(mode), layout=CHANNELS_LAST) for mode in MODES)
     if full:
         for mode in MODES:
             selected.update(_batch_sweep(mode, (1, 32, 128, 512)))

@@ -3,6 +3,8 @@
 * ``--full`` (or ``GDRAM_BENCH_FULL=1``): run the full sweeps instead of the default selection.
 * ``GDRAM_BENCH_THREADS=N``: pin torch to N CPU threads (default: every core this process may use);
   the count is recorded in every benchmark's ``extra_info`` and in the JSON's ``machine_info``.
+* The suite refuses to run unless ``gdram_ext`` loaded its compiled kernels (see :func:`require_compiled`);
+  the backend, its kernels and the package folder are recorded like the thread count.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import platform
 import pytest
 import torch
 
-from benchmarks.harness import bench_threads
+from benchmarks.harness import backend_info, bench_threads, require_compiled
 
 FULL_ENV = "GDRAM_BENCH_FULL"
 
@@ -28,7 +30,15 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    try:
+        require_compiled()
+    except RuntimeError as error:
+        raise pytest.UsageError(str(error)) from None
     torch.set_num_threads(bench_threads())
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    return f"gdram_ext: {backend_info()}"
 
 
 def full_sweep(config: pytest.Config) -> bool:
@@ -60,6 +70,7 @@ def pytest_benchmark_update_machine_info(config: pytest.Config, machine_info: di
         "torch_threads": torch.get_num_threads(),
         "torch_version": torch.__version__,
         "gpu": gpu_name(),
+        **backend_info(),
         "load_average_at_save": os.getloadavg(),
         "full_sweep": full_sweep(config),
     }
@@ -81,4 +92,5 @@ def extra_info(device: str) -> dict[str, object]:
         "threads": torch.get_num_threads(),
         "gpu": gpu_name() if device == "cuda" else "none",
         "torch": torch.__version__,
+        **backend_info(),
     }

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
+from pathlib import Path
 
 import torch
 
+import gdram_ext
 from benchmarks.cases import FUSED_COMPILED
 from gdram_ext import retina_glimpse
 from gdram_ext.baselines import PEERS, GlimpseFn
@@ -23,6 +25,28 @@ THREADS_ENV = "GDRAM_BENCH_THREADS"
 def bench_threads() -> int:
     """CPU threads the suite pins torch to: ``$GDRAM_BENCH_THREADS``, else every core this process may use."""
     return int(os.environ.get(THREADS_ENV, len(os.sched_getaffinity(0))))
+
+
+def backend_info() -> dict[str, object]:
+    """What runs the fused op: ``{"backend": "compiled", "kernels": ["cpu", "cuda"], "package": folder}``."""
+    active = gdram_ext.backend()
+    return {"backend": active.name, "kernels": list(active.kernels), "package": str(Path(gdram_ext.__file__).parent)}
+
+
+def require_compiled() -> None:
+    """Raise a ``RuntimeError`` that says how to fix the install unless ``gdram_ext`` runs its compiled
+    kernels: timing the pure-PyTorch reference as the "fused" op would publish meaningless ratios."""
+    active = gdram_ext.backend()
+    if active.name == "compiled":
+        return
+    raise RuntimeError(
+        f"gdram_ext backend is {active.name!r} (imported from {Path(gdram_ext.__file__).parent}): the benchmarks "
+        "time only the compiled kernels. Install them into this Python with "
+        "`pip install -r requirements.txt && pip install --no-build-isolation .` (or build in place with "
+        "`python setup.py build_ext --inplace`), check with "
+        "`python -c \"import gdram_ext; print(gdram_ext.backend())\"`, and see the warning that "
+        "`import gdram_ext` printed for the cause."
+    )
 
 
 def implementation(name: str) -> GlimpseFn:

@@ -3,11 +3,16 @@
     python -m benchmarks.report                       # default suite, this machine
     python -m benchmarks.report --full                # full sweeps (extra arguments go to pytest)
     python -m benchmarks.report --from-json FILE      # only re-render a saved run
+    python -m benchmarks.report --check               # only say which gdram_ext the suite would time
 
 The suite's pytest-benchmark JSON is saved (``--json``, default ``benchmarks/results-<host>.json``)
 with the load average before and after the run; the table goes to stdout and to ``--output``
 (default ``benchmarks/results-<host>.md``). A ratio above 1 means the fused op is that many times
 faster than the peer on the same case and device, both measured in the same run.
+
+The report refuses to run the suite, or to render a run, unless ``gdram_ext`` ran its compiled
+kernels (``gdram_ext.backend().name == "compiled"``); the backend, its kernels and the commit of the
+checkout are recorded in the JSON and printed in the markdown header.
 """
 
 from __future__ import annotations
@@ -19,13 +24,13 @@ import platform
 import shlex
 import subprocess
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
 
-from benchmarks.cases import FUSED, FUSED_COMPILED, headline
+from benchmarks.cases import CHANNELS_LAST, CONTIGUOUS, FUSED, FUSED_COMPILED, headline
 from benchmarks.conftest import FULL_ENV
-from benchmarks.harness import THREADS_ENV
+from benchmarks.harness import THREADS_ENV, backend_info, require_compiled
 
 ROOT = Path(__file__).resolve().parent.parent
 PEER_COLUMNS = (
@@ -61,6 +66,12 @@ class Target:
 _BILINEAR, _AREA = headline("bilinear"), headline("area")
 TARGETS = (
     Target("CPU forward, bilinear: >= 5x peer 2", _BILINEAR.group("fwd", "cpu"), "grid_sample_per_scale", 5),
+    Target(
+        "CPU forward, bilinear, batch 512: >= 5x peer 2",
+        replace(_BILINEAR, batch=512).group("fwd", "cpu"),
+        "grid_sample_per_scale",
+        5,
+    ),
     Target("CPU forward, bilinear: >= 20x peer 1", _BILINEAR.group("fwd", "cpu"), "naive_crop", 20),
     Target(
         "CPU forward+backward, bilinear: >= 3x peer 2", _BILINEAR.group("fwdbwd", "cpu"), "grid_sample_per_scale", 3
@@ -72,12 +83,45 @@ TARGETS = (
 )
 
 
+@dataclass(frozen=True)
+class FusedTarget:
+    """An issue target on the fused op alone: its time on ``group`` is at most ``limit`` times its time
+    on ``baseline`` (another case, same device)."""
+
+    label: str
+    group: str
+    baseline: str
+    limit: float
+
+
+FUSED_TARGETS = (
+    FusedTarget(
+        "CPU area forward+backward: <= 3x bilinear forward+backward",
+        _AREA.group("fwdbwd", "cpu"),
+        _BILINEAR.group("fwdbwd", "cpu"),
+        3,
+    ),
+    *(
+        FusedTarget(
+            f"CPU {case.mode} forward: channels_last <= 1.5x NCHW",
+            replace(case, layout=CHANNELS_LAST).group("fwd", "cpu"),
+            case.group("fwd", "cpu"),
+            1.5,
+        )
+        for case in (_BILINEAR, _AREA)
+    ),
+)
+FLAT_BATCHES = (32, 128, 512)
+"""The CPU bilinear forward's time per sample must stay within 20% over these batch sizes."""
+
+
 def run_suite(json_path: Path, pytest_args: list[str]) -> int:
     """Run ``pytest benchmarks/ --benchmark-only`` saving ``json_path``; add the load averages and the
     command to the JSON. Returns pytest's exit code."""
     command = [sys.executable, "-m", "pytest", "benchmarks/", "--benchmark-only", f"--benchmark-json={json_path}"]
     command += pytest_args
     env = [f"{name}={os.environ[name]}" for name in (THREADS_ENV, FULL_ENV) if name in os.environ]
+    commit = checkout_commit()
     before = os.getloadavg()
     code = subprocess.call(command, cwd=ROOT)
     after = os.getloadavg()
@@ -87,9 +131,27 @@ def run_suite(json_path: Path, pytest_args: list[str]) -> int:
             "load_average_before": before,
             "load_average_after": after,
             "command": shlex.join([*env, "python", "-m", "benchmarks.report", *pytest_args]),
+            "commit": commit,
         }
         json_path.write_text(json.dumps(data, indent=2))
     return code
+
+
+def checkout_commit() -> str:
+    """``git describe --always --dirty`` of the checkout the suite runs from, or ``"unknown"``."""
+    try:
+        completed = subprocess.run(
+            ["git", "describe", "--always", "--dirty"], cwd=ROOT, capture_output=True, text=True, check=True
+        )
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return completed.stdout.strip()
+
+
+def recorded_backend(data: dict) -> dict[str, object] | None:
+    """The backend a saved run recorded (``backend``, ``kernels``, ``package``), or None if it predates that."""
+    ours = data.get("machine_info", {}).get("gdram", {})
+    return {key: ours[key] for key in ("backend", "kernels", "package") if key in ours} if "backend" in ours else None
 
 
 def _ratio(value: float) -> str:
@@ -152,9 +214,14 @@ def section(groups: dict[str, dict[str, dict]], kind: str, title: str, stat: str
 
 
 GROWTH_AXES = (
-    ("batch size at 128x128", {"height": 128, "width": 128, "num_scales": 4, "size": 12}),
-    ("image size at batch 32", {"batch": 32, "num_scales": 4, "size": 12}),
+    ("batch size at 128x128", {"height": 128, "width": 128, "num_scales": 4, "size": 12, "layout": CONTIGUOUS}),
+    ("image size at batch 32", {"batch": 32, "num_scales": 4, "size": 12, "layout": CONTIGUOUS}),
 )
+
+
+def _field(info: dict[str, object], key: str) -> object:
+    """A case field of a benchmark's ``extra_info``; runs from before the layout was recorded were NCHW."""
+    return info.get(key, CONTIGUOUS if key == "layout" else None)
 
 
 def growth_section(groups: dict[str, dict[str, dict]], title: str, fixed: dict[str, int]) -> list[str]:
@@ -163,7 +230,7 @@ def growth_section(groups: dict[str, dict[str, dict]], title: str, fixed: dict[s
     sweeps: dict[tuple[str, str], list[tuple[str, dict[str, dict]]]] = {}
     for group, entries in groups.items():
         info = next(iter(entries.values()))["info"]
-        if info["kind"] == "fwd" and all(info.get(key) == value for key, value in fixed.items()):
+        if info["kind"] == "fwd" and all(_field(info, key) == value for key, value in fixed.items()):
             sweeps.setdefault((info["device"], info["mode"]), []).append((group, entries))
     for (device, mode), rows in sorted(sweeps.items()):
         if len(rows) < 2:
@@ -223,6 +290,59 @@ def targets_section(groups: dict[str, dict[str, dict]]) -> list[str]:
     return [*lines, ""]
 
 
+def _fused_time(groups: dict[str, dict[str, dict]], group: str) -> float | None:
+    entry = groups.get(group, {}).get(FUSED)
+    return None if entry is None else entry["time"]
+
+
+def fused_targets_section(groups: dict[str, dict[str, dict]]) -> list[str]:
+    """The targets on the fused op alone: slower cases against their baselines, and the time per
+    sample of the bilinear forward over the batch sweep (max / min within 1.2)."""
+    lines = ["| target | fused time ratio | status |", "|---|---:|---|"]
+    for target in FUSED_TARGETS:
+        time, baseline = _fused_time(groups, target.group), _fused_time(groups, target.baseline)
+        if time is None or baseline is None:
+            lines.append(f"| {target.label} | - | not measured |")
+            continue
+        value = time / baseline
+        lines.append(f"| {target.label} | {_ratio(value)} | {'met' if value <= target.limit else 'NOT met'} |")
+    per_sample = per_sample_times(groups, "cpu")
+    flat = [per_sample[batch][FUSED] for batch in FLAT_BATCHES if FUSED in per_sample.get(batch, {})]
+    label = f"CPU bilinear forward: time per sample flat within 20% over batch {', '.join(map(str, FLAT_BATCHES))}"
+    if len(flat) == len(FLAT_BATCHES):
+        value = max(flat) / min(flat)
+        lines.append(f"| {label} | {_ratio(value)} (max / min) | {'met' if value <= 1.2 else 'NOT met'} |")
+    else:
+        lines.append(f"| {label} | - | not measured |")
+    return [*lines, ""]
+
+
+def per_sample_times(groups: dict[str, dict[str, dict]], device: str) -> dict[int, dict[str, float]]:
+    """{batch: {implementation: seconds per sample}} of the bilinear forward's batch sweep (NCHW, 128x128)."""
+    times: dict[int, dict[str, float]] = {}
+    for batch in sorted({1, *FLAT_BATCHES}):
+        entries = groups.get(replace(_BILINEAR, batch=batch).group("fwd", device), {})
+        times[batch] = {name: entry["time"] / batch for name, entry in entries.items()}
+    return times
+
+
+def per_sample_section(groups: dict[str, dict[str, dict]]) -> list[str]:
+    """Time per sample of each implementation over the bilinear forward's batch sweep on the CPU."""
+    times = {batch: row for batch, row in per_sample_times(groups, "cpu").items() if row}
+    if len(times) < 2:
+        return []
+    names = [FUSED, *(name for name, _ in PEER_COLUMNS if all(name in row for row in times.values()))]
+    lines = [
+        "### Time per sample over the batch sweep (bilinear forward, 128x128, cpu)",
+        "",
+        "| batch | " + " | ".join(names) + " |",
+        "|---|" + "---:|" * len(names),
+    ]
+    for batch, row in times.items():
+        lines.append(f"| {batch} | " + " | ".join(_seconds(row[name]) for name in names) + " |")
+    return [*lines, ""]
+
+
 def header(data: dict, stat: str) -> list[str]:
     """Machine, software, threads, GPU and load of the run."""
     machine = data["machine_info"]
@@ -244,6 +364,8 @@ def header(data: dict, stat: str) -> list[str]:
         f"{ours.get('cpu_count', '?')} cores; torch threads: {ours.get('torch_threads', '?')}",
         f"- torch {ours.get('torch_version', '?')}, Python {machine.get('python_version', '?')}; "
         f"GPU: {ours.get('gpu', '?')}",
+        f"- gdram_ext backend: {_backend_line(recorded_backend(data))}",
+        f"- checkout: {report.get('commit', 'not recorded')}",
         f"- load average (1 / 5 / 15 min): {'; '.join(loads) if loads else 'not recorded'}",
         f"- statistic: {stat} over rounds; ratio = peer time / fused time on the same case and device "
         "(> 1: the fused op is faster), all from one run",
@@ -253,12 +375,20 @@ def header(data: dict, stat: str) -> list[str]:
     return [*lines, ""]
 
 
+def _backend_line(active: dict[str, object] | None) -> str:
+    if active is None:
+        return "not recorded (a run from before the backend was recorded: the fused figures may be the reference's)"
+    kernels = ", ".join(active["kernels"]) or "none"
+    return f"{active['backend']}, kernels: {kernels} (package {active.get('package', '?')})"
+
+
 def render(data: dict, stat: str = "min") -> str:
     """The whole markdown report of a pytest-benchmark JSON."""
     groups = _groups(data, stat)
-    lines = header(data, stat) + targets_section(groups)
+    lines = header(data, stat) + targets_section(groups) + fused_targets_section(groups)
     for kind, title in SECTIONS:
         lines += section(groups, kind, title, stat)
+    lines += per_sample_section(groups)
     for title, fixed in GROWTH_AXES:
         lines += growth_section(groups, title, fixed)
     lines += memory_section(groups)
@@ -272,16 +402,31 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--output", type=Path, default=ROOT / "benchmarks" / f"results-{host}.md")
     parser.add_argument("--from-json", type=Path, help="render this saved run instead of running the suite")
     parser.add_argument("--stat", default="min", choices=("min", "median", "mean"))
+    parser.add_argument("--check", action="store_true", help="only check that the compiled kernels would be timed")
     args, pytest_args = parser.parse_known_args(argv)
     code = 0
     source = args.from_json
     if source is None:
+        try:
+            require_compiled()
+        except RuntimeError as error:
+            print(f"benchmarks.report: {error}", file=sys.stderr)
+            return 2
+        if args.check:
+            print(f"gdram_ext: {backend_info()}")
+            return 0
         code = run_suite(args.json.resolve(), pytest_args)
         source = args.json
     if not source.exists():
         print(f"no benchmark results at {source}", file=sys.stderr)
         return code or 1
-    text = render(json.loads(source.read_text()), args.stat)
+    data = json.loads(source.read_text())
+    active = recorded_backend(data)
+    if active is not None and active["backend"] != "compiled":
+        message = f"{source} timed the {active['backend']!r} backend, not the compiled kernels"
+        print(f"benchmarks.report: {message}", file=sys.stderr)
+        return 2
+    text = render(data, args.stat)
     print(text)
     args.output.write_text(text + "\n")
     return code

@@ -9,7 +9,11 @@ and the documented wrapper. When the kernels are missing, the wrapper runs
 
 from __future__ import annotations
 
+import importlib
+import importlib.machinery
+import sys
 import warnings
+from pathlib import Path
 from typing import NamedTuple
 
 import torch
@@ -17,16 +21,62 @@ import torch
 from gdram_ext import reference
 from gdram_ext.validation import check_arguments
 
-try:
-    from gdram_ext import _C
-except ImportError as error:  # no compiler at install time, or an ABI mismatch with this torch
-    _C = None
-    warnings.warn(
-        f"gdram_ext: the compiled kernels could not be loaded ({error}); using the pure-PyTorch reference "
-        "implementation. Reinstall with `pip install --no-build-isolation .` to build them.",
-        RuntimeWarning,
-        stacklevel=2,
+PACKAGE_DIR = Path(__file__).resolve().parent
+
+
+def compiled_module_files(folder: Path) -> list[Path]:
+    """The compiled extension files ``_C<suffix>`` (e.g. ``_C.cpython-311-x86_64-linux-gnu.so``) in ``folder``."""
+    found = []
+    for suffix in importlib.machinery.EXTENSION_SUFFIXES:
+        try:
+            if (folder / f"_C{suffix}").is_file():
+                found.append(folder / f"_C{suffix}")
+        except OSError:  # an unreadable sys.path entry
+            continue
+    return found
+
+
+def other_compiled_copies() -> list[Path]:
+    """Folders named ``gdram_ext`` elsewhere on ``sys.path`` that hold a compiled extension: an
+    installed copy that the imported package folder shadows."""
+    found = []
+    for entry in sys.path:
+        folder = (Path(entry or ".") / "gdram_ext").resolve()
+        if folder != PACKAGE_DIR and folder not in found and compiled_module_files(folder):
+            found.append(folder)
+    return found
+
+
+def missing_kernels_message(error: ImportError) -> str:
+    """Why the compiled kernels did not load, naming the imported package folder, and what to do."""
+    files = compiled_module_files(PACKAGE_DIR)
+    if files:
+        cause = f"{files[0]} exists but failed to load ({error}); rebuild it against this torch {torch.__version__}"
+    else:
+        cause = f"the imported package folder {PACKAGE_DIR} has no compiled module _C"
+    copies = other_compiled_copies()
+    if copies:
+        where = (
+            f"An installed copy with compiled kernels exists at {copies[0]}, but {PACKAGE_DIR} comes first on "
+            "sys.path (usually a source checkout imported from its root directory): run from another directory, "
+            "or build in place with `python setup.py build_ext --inplace`."
+        )
+    else:
+        where = (
+            "No other copy of gdram_ext with compiled kernels is on sys.path: reinstall with "
+            "`pip install --no-build-isolation .` to build them."
+        )
+    return (
+        f"gdram_ext: the compiled kernels could not be loaded: {cause}. {where} "
+        "Using the pure-PyTorch reference implementation."
     )
+
+
+try:
+    _C = importlib.import_module("gdram_ext._C")
+except ImportError as error:  # no compiler at install time, an ABI mismatch, or a shadowing source folder
+    _C = None
+    warnings.warn(missing_kernels_message(error), RuntimeWarning, stacklevel=2)
 
 
 class Backend(NamedTuple):

@@ -302,13 +302,13 @@ TOLERANCES = {
 @HYPOTHESIS
 @given(
     case=glimpse_cases(max_extent=40),
-    size=st.integers(1, 10),
+    size=st.integers(1, 19),
     dtype=st.sampled_from([torch.float32, torch.float16, torch.bfloat16]),
 )
 def test_reduced_precision_forward_matches_float64_reference_on_random_cases(
     case: dict, size: int, dtype: torch.dtype
 ) -> None:
-    """Vectorised float32 paths need 4+ cells in a row inside the image: sizes up to 10 here."""
+    """Vectorised float32 rows take 8 cells (AVX2), then 4 (SSE), then the rest: sizes up to 19 here."""
     images = with_layout(random_images(*case["shape"], dtype, case["seed"]), case["layout"])
     locations = torch.tensor(case["locations"], dtype=torch.float32)
     kwargs = {**hyper(case), "size": size, "mode": case["mode"]}
@@ -341,6 +341,31 @@ def test_float32_forward_on_a_large_image_is_accurate_to_1e_5(mode: str) -> None
     args = (8, 4, 2.0, mode, 13.0)
     out = retina_glimpse(images, locations, *args)
     expected = reference.retina_glimpse(images.double(), locations.double(), *args)
+    torch.testing.assert_close(out.double(), expected, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("side", ["left", "right"])
+def test_a_tap_outside_the_image_ignores_the_non_finite_pixel_beside_the_border_pixel(side: str) -> None:
+    # Vectorised rows read a border cell's taps as the pair (pixel 0, pixel 1) or (W - 2, W - 1)
+    # and mask the one outside the image: an inf in the other pixel of the pair must not leak.
+    images = torch.randn(1, 1, 6, 6, dtype=torch.float64)
+    images[..., 1 if side == "left" else 4] = math.inf
+    x = -0.9333 if side == "left" else 0.9333  # the glimpse's left (right) cells straddle the border
+    locations = torch.tensor([[x, 0.0]])
+    out = retina_glimpse(images.float(), locations, 4, 1, 2.0, "bilinear", 4.0)
+    expected = grid_sample_oracle(images, locations.double(), 4, 1, 2.0, 4.0)
+    border = slice(0, 2) if side == "left" else slice(2, 4)
+    assert torch.isfinite(out[..., border]).all()
+    torch.testing.assert_close(out[..., border].double(), expected[..., border], atol=1e-6, rtol=1e-6)
+
+
+def test_float32_bilinear_of_whole_pixel_cells_matches_grid_sample_computed_in_float64() -> None:
+    # The paper's retina: cells of 1, 2, 4 and 8 pixels, 16 per row (contiguous vector loads for
+    # 1- and 2-pixel cells inside the image), glimpses inside the image and across its borders.
+    images = torch.randn(3, 3, 70, 90)
+    locations = torch.tensor([[0.05, -0.1], [-0.8, 0.9], [0.97, -0.99]])
+    out = retina_glimpse(images, locations, 16, 4, 2.0, "bilinear")
+    expected = grid_sample_oracle(images.double(), locations.double(), 16, 4, 2.0, 16.0)
     torch.testing.assert_close(out.double(), expected, atol=1e-5, rtol=1e-5)
 
 
@@ -388,6 +413,18 @@ def test_non_contiguous_images_give_the_same_result_as_contiguous(layout: str, d
     # within a couple of roundings of the dtype.
     eps = torch.finfo(dtype).eps
     torch.testing.assert_close(out, expected, atol=2 * eps, rtol=2 * eps)
+
+
+@pytest.mark.parametrize("channels", [1, 2, 3, 4, 5])
+@pytest.mark.parametrize("mode", MODES)
+def test_channels_last_of_any_channel_count_equals_contiguous_up_to_the_last_pixel(channels: int, mode: str) -> None:
+    # The glimpses reach the last pixel of the last sample, where a channels_last pixel's
+    # channels end the tensor's storage, and cross every border.
+    images = torch.randn(3, channels, 9, 11)
+    locations = torch.tensor([[-0.95, -0.9], [0.1, 0.2], [0.97, 0.95]])
+    out = retina_glimpse(images.contiguous(memory_format=torch.channels_last), locations, 4, 3, 2.0, mode, 3.0)
+    expected = retina_glimpse(images, locations, 4, 3, 2.0, mode, 3.0)
+    torch.testing.assert_close(out, expected, atol=1e-6, rtol=1e-6)
 
 
 @pytest.mark.parametrize("mode", MODES)
