@@ -10,7 +10,7 @@ import pytest
 import torch
 from gdram import GDRAM, GDRAMConfig, hybrid_loss
 from gdram.config import RECIPE_INGREDIENTS
-from gdram.loss import guidance_loss
+from gdram.loss import border_loss, guidance_loss
 from gdram.networks import EmissionNetwork
 
 SMALL = {"num_classes": 4, "in_channels": 1, "image_size": 32, "glimpse_size": 8, "num_scales": 2,
@@ -214,3 +214,16 @@ def test_guidance_loss_without_any_box_is_zero() -> None:
     model = GDRAM(small()).train()
     result = model(torch.rand(3, 1, 32, 32))
     assert float(guidance_loss(result, torch.full((3, 4), float("nan")), (32, 32))) == 0.0
+
+
+def test_border_loss_is_zero_inside_and_pulls_an_outside_mean_back() -> None:
+    model = GDRAM(small()).train()
+    result = model(torch.rand(2, 1, 32, 32))
+    bound = model.location_bound
+    inside = result._replace(mean_locations=torch.zeros(3, 2, 2))
+    assert float(border_loss(inside, bound)) == 0.0
+    outside = torch.full((3, 2, 2), 2.0, requires_grad=True)
+    loss = border_loss(result._replace(mean_locations=outside), bound)
+    torch.testing.assert_close(loss, 2 * (2.0 - bound[0]) ** 2)
+    loss.backward()
+    assert bool((outside.grad > 0).all())  # descent moves the mean back towards the image

@@ -56,7 +56,7 @@ TRAIN_DEFAULTS: dict[str, Any] = {"variant": "gdram", "policy": "learned", "reci
 # GDRAMConfig's recipe ingredients settable from the command line (None: the recipe's value).
 INGREDIENT_FLAGS = ("sigma_range", "weight_trains_sigma", "unclipped_log_prob", "policy_trains", "zero_init_mu",
                     "baseline_init", "context_mode", "reward", "normalize_advantage", "policy_lr_scale",
-                    "location_gradient", "baseline_before_move")
+                    "location_gradient", "baseline_before_move", "emission_batch_norm", "border_penalty")
 MAX_PARAMETERS = 10**9  # a larger model is a typo (or a label that is no class index), not an experiment
 ATTENTION_FLAGS = {"glimpses": "--glimpses", "glimpse_size": "--glimpse-size", "scales": "--scales"}
 USER_ERRORS = (DataError, CheckpointError, TrainingDiverged, ValueError, OSError)
@@ -110,6 +110,10 @@ def _add_recipe_options(parser: argparse.ArgumentParser) -> None:
                         help="divide the advantage by its standard deviation over the batch (robust)")
     recipe.add_argument("--policy-lr-scale", type=positive_float, metavar="S",
                         help="learning rate of what only the policy gradient trains, relative to --lr")
+    recipe.add_argument("--emission-batch-norm", action=argparse.BooleanOptionalAction,
+                        help="BatchNorm in the emission network's hidden layer (paper)")
+    recipe.add_argument("--border-penalty", type=non_negative_float, metavar="W",
+                        help="weight of the pull that brings a mean glimpse which left the image back to its border")
     recipe.add_argument("--location-gradient", action=argparse.BooleanOptionalAction,
                         help="also train the policy with the classification loss's gradient through the retina")
     guidance = parser.add_argument_group("location guidance (LG-DRAM)")

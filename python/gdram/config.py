@@ -42,6 +42,7 @@ RECIPE_INGREDIENTS: dict[str, dict[str, object]] = {
         "baseline_before_move": False,
         "episodes_per_image": 1,
         "emission_batch_norm": True,
+        "border_penalty": 0.0,
     },
     "robust": {
         "sigma_range": (0.05, 0.25),
@@ -58,6 +59,7 @@ RECIPE_INGREDIENTS: dict[str, dict[str, object]] = {
         "baseline_before_move": True,
         "episodes_per_image": 1,
         "emission_batch_norm": False,
+        "border_penalty": 0.0,
     },
 }
 
@@ -157,6 +159,9 @@ class GDRAMConfig:
             on the core states of a batch barely differ, so BatchNorm blows their differences
             up, and evaluation (running statistics) then sees other means than training did:
             the mean path saturates onto a border while the sampled one does not (robust: none).
+        border_penalty: weight of :func:`gdram.loss.border_loss`, which pulls a mean glimpse
+            that left the image back to its border (the clip makes the outside a plateau with no
+            reward gradient; the paper has none).
     """
 
     num_classes: int = 10
@@ -190,6 +195,7 @@ class GDRAMConfig:
     baseline_before_move: bool | None = None
     episodes_per_image: int | None = None
     emission_batch_norm: bool | None = None
+    border_penalty: float | None = None
 
     @classmethod
     def from_dict(cls, values: dict) -> GDRAMConfig:
@@ -275,6 +281,9 @@ class GDRAMConfig:
             raise ValueError(f"baseline_init must lie in (0, 1), be 'chance' or None, got {init!r}")
         _check_positive_float("policy_lr_scale", self.policy_lr_scale)
         _check_positive_int("episodes_per_image", self.episodes_per_image)
+        if isinstance(self.border_penalty, bool) or not isinstance(self.border_penalty, (int, float)) \
+                or not (math.isfinite(self.border_penalty) and self.border_penalty >= 0):
+            raise ValueError(f"border_penalty must be a finite number >= 0, got {self.border_penalty!r}")
 
     @property
     def image_hw(self) -> tuple[int, int]:

@@ -132,3 +132,14 @@ def guidance_loss(result: GlimpseResult, boxes: torch.Tensor, image_hw: tuple[in
     squared = ((result.mean_locations - centre.to(result.mean_locations)) ** 2).sum(dim=2)  # (T, B)
     weight = known.to(squared.dtype).expand_as(squared)
     return (weight * squared).sum() / weight.sum().clamp(min=1.0)
+
+
+def border_loss(result: GlimpseResult, bound: torch.Tensor) -> torch.Tensor:
+    """Mean over glimpses and samples of the squared distance by which the policy's mean glimpse
+    (``result.mean_locations``, (T, B, 2)) lies beyond the location clip ``bound`` (2,).
+
+    The clip makes everything beyond the border one place: the reward's gradient is zero there, so
+    a mean that drifts out never comes back. This gives it a way back; 0 inside the image.
+    """
+    beyond = (result.mean_locations.abs() - bound.to(result.mean_locations)).clamp(min=0)
+    return (beyond**2).sum(dim=2).mean()

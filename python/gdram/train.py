@@ -36,7 +36,7 @@ from gdram.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rn
 from gdram.config import GDRAMConfig
 from gdram.data import DataSplits, TensorImages, batches, num_batches
 from gdram.evaluate import POLICIES, build_model, evaluation_totals, run_policy, summarize
-from gdram.loss import guidance_loss, hybrid_loss
+from gdram.loss import border_loss, guidance_loss, hybrid_loss
 from gdram.model import GDRAM
 from gdram.plots import plot_learning_curve
 
@@ -350,6 +350,8 @@ class Trainer:
             total = parts.total
             if settings.location_guidance > 0:
                 total = total + settings.guidance_weight * guidance_loss(result, boxes, config.image_hw)
+            if config.border_penalty > 0 and isinstance(self.model, GDRAM):
+                total = total + config.border_penalty * border_loss(result, self.model.location_bound)
             self._check_finite(total, epoch, step)
             self.optimizer.zero_grad(set_to_none=True)
             total.backward()
