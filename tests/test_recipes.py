@@ -206,7 +206,7 @@ def test_guidance_loss_uses_only_samples_with_boxes_and_falls_on_a_fixed_batch()
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
-        losses.append(float(loss))
+        losses.append(float(loss.detach()))
     assert losses[-1] < 0.3 * losses[0]
 
 
