@@ -96,6 +96,7 @@ def attention(
     seeds: Sequence[int],
     policies: Sequence[str],
     guidance: Sequence[float],
+    guidance_seeds: Sequence[int],
     out: Path,
     epochs: int,
     batch_size: int,
@@ -104,7 +105,7 @@ def attention(
     """Train every (policy, seed) and (learned with guidance, seed) run; returns their summaries."""
     data = load_data(dataset)
     plan = [(policy, 0.0, seed) for policy in policies for seed in seeds]
-    plan += [("learned", fraction, seed) for fraction in guidance for seed in seeds]
+    plan += [("learned", fraction, seed) for fraction in guidance for seed in guidance_seeds]
     summaries = []
     for policy, fraction, seed in plan:
         run_dir = out / "runs" / run_name(policy, fraction, seed)
@@ -215,6 +216,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                      choices=["learned", "random", "center", "oracle"], help="location policies to compare")
     run.add_argument("--guidance", type=float, nargs="*", default=[],
                      help="also train learned with these shares of training boxes (LG-DRAM), e.g. 0.01 0.05 1")
+    run.add_argument("--guidance-seeds", type=int, nargs="+", default=[0], help="seeds of the guided runs")
     run.add_argument("--epochs", type=int, default=EMBEDDED_EPOCHS, help="epochs of every run")
     run.add_argument("--batch-size", type=int, default=EMBEDDED_BATCH_SIZE, help="images per step")
     run.add_argument("--recipe", default="robust", choices=["robust", "paper"], help="training recipe")
@@ -232,8 +234,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     out = args.out or Path("experiments") / f"attention-{args.dataset}"
     out.mkdir(parents=True, exist_ok=True)
-    summaries = attention(args.dataset, args.seeds, args.policies, args.guidance, out, args.epochs,
-                          args.batch_size, args.recipe)
+    summaries = attention(args.dataset, args.seeds, args.policies, args.guidance, args.guidance_seeds, out,
+                          args.epochs, args.batch_size, args.recipe)
     (out / "results.json").write_text(json.dumps(summaries, indent=2) + "\n")
     title = f"{args.dataset}, {args.epochs} epochs, batch {args.batch_size}, {args.recipe} recipe"
     markdown = f"{title}; test split, mean ± sd over seeds (%).\n\n" + table(summaries)
