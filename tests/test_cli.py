@@ -121,7 +121,7 @@ def test_eval_accepts_a_published_state_dict_with_a_data_set(tiny_npz, tmp_path,
 
     model = GDRAM(GDRAMConfig(num_classes=3, in_channels=1, image_size=24, glimpse_size=8, num_scales=2,
                               hidden_size=16, glimpse_channels=(4, 8), context_channels=4, mlp_hidden_size=16,
-                              official_footprint=True))
+                              official_footprint=True, recipe="paper"))
     path = tmp_path / "published.pth"
     torch.save(to_official(model), path)
     assert main(["eval", str(path), "--json", "--no-latency"]) == 1

@@ -203,3 +203,5 @@ def test_tensors_of_wrong_shape_are_named() -> None:
 def test_to_official_needs_the_published_architecture() -> None:
     with pytest.raises(ValueError, match="gdram"):
         to_official(GDRAM(GDRAMConfig(variant="dram")))
+    with pytest.raises(ValueError, match="emission_batch_norm"):
+        to_official(GDRAM(GDRAMConfig(recipe="robust")))

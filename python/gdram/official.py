@@ -143,7 +143,11 @@ def from_official(state_dict_or_path: Mapping[str, torch.Tensor] | str | os.Path
 
 
 def to_official(model: GDRAM) -> OrderedDict[str, torch.Tensor]:
-    """The state dict of a ``variant="gdram"`` model under the published key names."""
+    """The state dict of a ``variant="gdram"`` model with BatchNorm in its emission network (the
+    paper's recipe) under the published key names."""
     if not isinstance(model, GDRAM) or model.config.variant != "gdram":
         raise ValueError("to_official needs a GDRAM with variant='gdram' (the published architecture)")
+    if not model.config.emission_batch_norm:
+        raise ValueError("to_official needs emission_batch_norm=True (recipe='paper'): the published emission "
+                         "network has BatchNorm")
     return OrderedDict((_rename(key, 1), value) for key, value in model.state_dict().items())
