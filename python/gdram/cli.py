@@ -288,7 +288,7 @@ def _refuse_changed_settings(args: argparse.Namespace, saved: dict[str, Any]) ->
         "--recipe": (args.recipe, config.get("recipe", "paper")),
         "--location-guidance": (args.location_guidance, train.get("location_guidance", 0.0)),
         "--guidance-weight": (args.guidance_weight, train.get("guidance_weight", 10.0)),
-        **{"--" + name.replace("_", "-"): (_flag_value(args, name), _stored(config.get(name)))
+        **{"--" + name.replace("_", "-"): (_as_stored(getattr(args, name)), _as_stored(config.get(name)))
            for name in INGREDIENT_FLAGS},
         "--image-size": (list(args.image_size) if args.image_size else None, data.get("image_size")),
         "--val-fraction": (args.val_fraction, data.get("val_fraction", VAL_FRACTION)),
@@ -302,13 +302,8 @@ def _refuse_changed_settings(args: argparse.Namespace, saved: dict[str, Any]) ->
                           "--epochs and --quiet change a resumed run (start a new run to change the others)")
 
 
-def _flag_value(args: argparse.Namespace, name: str) -> Any:
-    """An ingredient flag as stored in a config (a list for ``--sigma-range``), or None when not given."""
-    value = getattr(args, name)
-    return list(value) if isinstance(value, (list, tuple)) else value
-
-
-def _stored(value: Any) -> Any:
+def _as_stored(value: Any) -> Any:
+    """A setting as a checkpoint's config stores it (a pair such as ``--sigma-range`` as a list)."""
     return list(value) if isinstance(value, (list, tuple)) else value
 
 

@@ -7,6 +7,7 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as F
 
+from gdram.attention import box_centres
 from gdram.model import GlimpseResult
 
 # normalize_advantage divides by at least this: rewards lie in [0, 1], and a batch whose rewards
@@ -126,9 +127,7 @@ def guidance_loss(result: GlimpseResult, boxes: torch.Tensor, image_hw: tuple[in
     box. Its gradient reaches the emission network's mu head and what feeds it.
     """
     known = torch.isfinite(boxes).all(dim=1)  # (B,)
-    height, width = image_hw
-    centre = torch.stack(((boxes[:, 0] + boxes[:, 2]) / width - 1, (boxes[:, 1] + boxes[:, 3]) / height - 1), dim=1)
-    centre = torch.where(known[:, None], centre, torch.zeros_like(centre))
+    centre = torch.where(known[:, None], box_centres(boxes, image_hw), torch.zeros_like(boxes[:, :2]))
     squared = ((result.mean_locations - centre.to(result.mean_locations)) ** 2).sum(dim=2)  # (T, B)
     weight = known.to(squared.dtype).expand_as(squared)
     return (weight * squared).sum() / weight.sum().clamp(min=1.0)
