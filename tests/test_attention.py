@@ -6,10 +6,11 @@ import numpy as np
 import pytest
 import torch
 from gdram import GDRAM, GDRAMConfig
-from gdram.attention import attention_metrics, box_centres, glimpse_counts
+from gdram.attention import attention_metrics, box_centres, glimpse_counts, run_policy
 from gdram.cluttered import ClutterSpec, generate_cluttered
+from gdram.config import POLICIES
 from gdram.data import DataError, batches, load_npz
-from gdram.evaluate import POLICIES, build_model, run_policy
+from gdram.model import create_model
 
 SMALL = {"num_classes": 3, "in_channels": 1, "image_size": 32, "glimpse_size": 8, "num_scales": 2,
          "num_glimpses": 2, "hidden_size": 16, "glimpse_channels": (4, 8), "context_channels": 4,
@@ -98,20 +99,19 @@ def test_malformed_boxes_are_rejected_with_the_fault(tmp_path, boxes: np.ndarray
 
 
 def test_center_policy_looks_at_the_centre_and_oracle_at_the_box() -> None:
-    config = GDRAMConfig(**SMALL)
     images = torch.rand(2, 1, 32, 32)
     boxes = torch.tensor([[16.0, 16, 24, 24], [0, 8, 8, 16]])
-    centre = build_model(config, "center").train()
-    assert torch.equal(run_policy(centre, images, boxes, "center").locations, torch.zeros(2, 2, 2))
-    oracle = build_model(config, "oracle").eval()
-    located = run_policy(oracle, images, boxes, "oracle").locations
+    centre = create_model(GDRAMConfig(**SMALL, policy="center")).train()
+    assert torch.equal(run_policy(centre, images, boxes).locations, torch.zeros(2, 2, 2))
+    oracle = create_model(GDRAMConfig(**SMALL, policy="oracle")).eval()
+    located = run_policy(oracle, images, boxes).locations
     torch.testing.assert_close(located, torch.tensor([[0.25, 0.25], [-0.75, -0.25]]).expand(2, 2, 2))
     with pytest.raises(ValueError, match="target box"):
-        run_policy(oracle, images, torch.full((2, 4), float("nan")), "oracle")
+        run_policy(oracle, images, torch.full((2, 4), float("nan")))
 
 
 def test_every_policy_builds_and_the_cnn_refuses_the_ablations() -> None:
     for policy in POLICIES:
-        build_model(GDRAMConfig(**SMALL), policy)
+        create_model(GDRAMConfig(**SMALL, policy=policy))
     with pytest.raises(ValueError, match="attention variant"):
-        build_model(GDRAMConfig(**SMALL, variant="cnn"), "center")
+        GDRAMConfig(**SMALL, variant="cnn", policy="center")

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import gdram.train as train
 import pytest
 import torch
-from gdram.checkpoint import load_checkpoint
+from gdram.checkpoint import load_checkpoint, save_checkpoint
 from gdram.config import GDRAMConfig
 from gdram.data import DataSplits, TensorImages
-from gdram.evaluate import FixedEmission, build_model
+from gdram.evaluate import load_model
 from gdram.loss import LossParts
+from gdram.model import create_model
+from gdram.networks import FixedEmission
 from gdram.train import Trainer, TrainingDiverged, TrainSettings
 
 TIMING_KEYS = {"train_seconds", "images_per_second"}
@@ -120,7 +123,7 @@ def test_a_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path, m
 
 
 def test_random_policy_moves_at_random_and_learns_no_policy():
-    model = build_model(tiny_config(), "random")
+    model = create_model(dataclasses.replace(tiny_config(), policy="random"))
     assert isinstance(model.emission, FixedEmission) and model.emission.kind == "random"
     model.eval()
     images = torch.rand(4, 1, 24, 24)
@@ -128,7 +131,21 @@ def test_random_policy_moves_at_random_and_learns_no_policy():
     assert not torch.equal(first, second)  # random even in evaluation
     assert torch.equal(model(images).weights, torch.ones(3, 4))
     with pytest.raises(ValueError, match="attention variant"):
-        build_model(tiny_config("cnn"), "random")
+        dataclasses.replace(tiny_config("cnn"), policy="random")
+
+
+def test_a_checkpoint_with_the_policy_in_its_training_settings_still_loads_and_resumes(tmp_path):
+    data = tiny_data()
+    config = dataclasses.replace(tiny_config(), policy="center")
+    Trainer(config, data, _settings(epochs=1), tmp_path, quiet=True).fit()
+    state = load_checkpoint(tmp_path / "last.pt")
+    del state["format"], state["config"]["policy"]
+    state["train"]["policy"] = "center"  # where checkpoints written before the policy moved into the config kept it
+    save_checkpoint(state, tmp_path / "last.pt")
+    loaded = load_model(tmp_path / "last.pt")
+    assert loaded.model.config.policy == "center" and isinstance(loaded.model.emission, FixedEmission)
+    resumed = Trainer.resume(tmp_path, data, epochs=2, quiet=True)
+    assert resumed.config == config and resumed.fit()["policy"] == "center"
 
 
 def test_cnn_baseline_trains_with_the_same_trainer(tmp_path):
@@ -140,7 +157,7 @@ def test_settings_and_data_mismatch_are_rejected(tmp_path):
     with pytest.raises(ValueError, match="lr must be"):
         TrainSettings(lr=-1.0)
     with pytest.raises(ValueError, match="policy must be one of"):
-        TrainSettings(policy="greedy")
+        GDRAMConfig(policy="greedy")
     config = GDRAMConfig(num_classes=5, in_channels=1, image_size=24, glimpse_size=8, num_scales=2)
     with pytest.raises(ValueError, match="the model expects"):
         Trainer(config, tiny_data(), _settings(), tmp_path)

@@ -1,4 +1,4 @@
-"""Where the glimpses go: target boxes, the oracle's locations and the attention metrics.
+"""Where the glimpses go: target boxes, the oracle's run and the attention metrics.
 
 Boxes are (B, 4) x0, y0, x1, y1 in pixels of the model's (H, W) input (pixel i spans [i, i + 1)),
 NaN rows where a sample's target is unknown. Locations are (x, y) in [-1, 1] (the retina's
@@ -8,6 +8,7 @@ convention: -1 the left/top edge, +1 the right/bottom edge).
 from __future__ import annotations
 
 import torch
+from torch import nn
 
 from gdram.model import GlimpseResult
 
@@ -18,6 +19,21 @@ def box_centres(boxes: torch.Tensor, image_hw: tuple[int, int]) -> torch.Tensor:
     """(B, 4) boxes -> (B, 2) their centres (x, y) in [-1, 1] coordinates (NaN where unknown)."""
     height, width = image_hw
     return torch.stack(((boxes[:, 0] + boxes[:, 2]) / width - 1, (boxes[:, 1] + boxes[:, 3]) / height - 1), dim=1)
+
+
+def run_policy(
+    model: nn.Module, images: torch.Tensor, boxes: torch.Tensor | None, fast: bool = False, sample: bool | None = None
+) -> GlimpseResult:
+    """``model(images)`` under its ``config.policy``: the oracle looks at the centre of each image's box (B, 4).
+
+    ``model`` may be wrapped (``DistributedDataParallel``, ``torch.compile``).
+    """
+    config = model.module.config if hasattr(model, "module") else model.config
+    if config.policy != "oracle":
+        return model(images, fast=fast, sample=sample)
+    if boxes is None or not bool(torch.isfinite(boxes).all()):
+        raise ValueError("the oracle policy needs every image's target box (box_* arrays in the data)")
+    return model(images, fast=fast, locations=box_centres(boxes.to(images), config.image_hw))
 
 
 def glimpse_counts(

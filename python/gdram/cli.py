@@ -37,10 +37,10 @@ from gdram.cliutil import (
     unit_fraction,
     write_traceback,
 )
-from gdram.config import POLICY_TRAINS, RECIPES, REWARDS, VARIANTS, GDRAMConfig
+from gdram.config import POLICIES, POLICY_TRAINS, RECIPES, REWARDS, VARIANTS, GDRAMConfig
 from gdram.data import DATASETS, DataError, DataSplits, batches, load_data
 from gdram.datacheck import check_classes, check_model_classes
-from gdram.evaluate import POLICIES, evaluation_totals, load_model, measure_latency, summarize
+from gdram.evaluate import evaluation_totals, load_model, measure_latency, summarize
 from gdram.model import create_model
 from gdram.provenance import locate, same_data, verify
 from gdram.train import Trainer, TrainingDiverged, TrainSettings, init_distributed, resolve_device
@@ -279,7 +279,8 @@ def _refuse_changed_settings(args: argparse.Namespace, saved: dict[str, Any]) ->
         "--glimpse-size": (args.glimpse_size, config.get("glimpse_size")),
         "--scales": (args.scales, config.get("num_scales")),
         "--hidden-size": (args.hidden_size, config.get("hidden_size")),
-        "--policy": (args.policy, train.get("policy")), "--batch-size": (args.batch_size, train.get("batch_size")),
+        "--policy": (args.policy, GDRAMConfig.from_dict(config, train).policy),
+        "--batch-size": (args.batch_size, train.get("batch_size")),
         "--lr": (args.lr, train.get("lr")), "--lr-patience": (args.lr_patience, train.get("lr_patience")),
         "--weight-decay": (args.weight_decay, train.get("weight_decay")),
         "--grad-clip": (args.grad_clip, train.get("grad_clip")), "--seed": (args.seed, train.get("seed")),
@@ -356,7 +357,8 @@ def _train(args: argparse.Namespace) -> int:
         flags = {name: TRAIN_DEFAULTS[name] if getattr(args, name) is None else getattr(args, name)
                  for name in TRAIN_DEFAULTS}
         config = GDRAMConfig(num_classes=data.num_classes, in_channels=data.in_channels, image_size=data.image_size,
-                             variant=flags["variant"], recipe=flags["recipe"], **overrides)
+                             variant=flags["variant"], policy=flags["policy"], recipe=flags["recipe"],
+                             **overrides)
         _check_model_size(config)
         embedded = spec["source"] in EMBEDDED_SETS
         epochs = args.epochs if args.epochs is not None else (EMBEDDED_EPOCHS if embedded else 100)
@@ -364,7 +366,7 @@ def _train(args: argparse.Namespace) -> int:
         settings = TrainSettings(epochs=epochs, batch_size=batch_size, lr=flags["lr"],
                                  lr_patience=flags["lr_patience"], weight_decay=flags["weight_decay"],
                                  grad_clip=args.grad_clip, seed=flags["seed"], device=flags["device"], amp=args.amp,
-                                 compile=args.compile, num_workers=flags["workers"], policy=flags["policy"],
+                                 compile=args.compile, num_workers=flags["workers"],
                                  location_guidance=flags["location_guidance"],
                                  guidance_weight=flags["guidance_weight"])
         trainer = Trainer(config, data, settings, out, spec, quiet=args.quiet)
@@ -414,19 +416,17 @@ def _json_value(value: Any) -> Any:
 def _eval(args: argparse.Namespace) -> int:
     loaded, data, device = _load_for_eval(args)
     dataset = _split(data, args.split)
-    policy = loaded.policy
-    result: dict[str, Any] = summarize(evaluation_totals(loaded.model, dataset, args.batch_size, device, args.fast,
-                                                         policy=policy))
+    policy = loaded.model.config.policy
+    result: dict[str, Any] = summarize(evaluation_totals(loaded.model, dataset, args.batch_size, device, args.fast))
     result["sampled_top1"] = result["top1"]
     if policy == "learned" and loaded.model.config.variant != "cnn":
-        sampled = evaluation_totals(loaded.model, dataset, args.batch_size, device, args.fast, policy=policy,
-                                    sample=True)
+        sampled = evaluation_totals(loaded.model, dataset, args.batch_size, device, args.fast, sample=True)
         result["sampled_top1"] = summarize(sampled)["top1"]
     if not args.no_latency:
         result.update(measure_latency(loaded.model, dataset, device, args.fast, min(args.batch_size, 128)))
     variant = loaded.model.config.variant
     result.update(checkpoint=str(args.checkpoint), kind=loaded.kind, variant=variant,
-                  policy=loaded.policy, dataset=data.name, split=args.split, fast=args.fast, device=str(device))
+                  policy=policy, dataset=data.name, split=args.split, fast=args.fast, device=str(device))
     if args.json:
         print(json.dumps({key: _json_value(value) for key, value in result.items()}, allow_nan=False))
         return 0
@@ -453,7 +453,7 @@ def _visualize(args: argparse.Namespace) -> int:
     if out.suffix.lower() not in (".png", ".gif"):
         raise _UsageError(f"--out must end in .png or .gif, got {args.out}")
     loaded, data, _ = _load_for_eval(args)
-    if loaded.policy == "oracle":
+    if loaded.model.config.policy == "oracle":
         raise ValueError(f"{args.checkpoint} was trained with the oracle policy, which looks at the data's target "
                          "boxes, not where a policy chooses: there is no learned trajectory to draw")
     dataset = _split(data, args.split)

@@ -19,6 +19,7 @@ CONTEXT_MODES = ("nearest", "bilinear", "area")
 RECIPES = ("paper", "robust")
 POLICY_TRAINS = ("emission", "where")
 REWARDS = ("final", "steps", "probs")
+POLICIES = ("learned", "random", "center", "oracle")
 
 PAPER_SIGMA_RANGE = (math.exp(-0.5), math.exp(0.5))  # sigma = exp(tanh(.) / 2) (eq. 11)
 
@@ -106,6 +107,12 @@ class GDRAMConfig:
         context_channels: channels of the context CNN's two conv layers.
         mlp_hidden_size: hidden width of the emission, prediction and baseline MLPs.
         variant: one of :data:`VARIANTS` (the paper's Table 1 ablation).
+        policy: where the glimpses go, one of :data:`POLICIES`: ``"learned"`` (the emission
+            network, the paper), or an ablation that shows what learned attention adds (attention
+            variants only): ``"random"`` (uniformly random moves), ``"center"`` (every glimpse at
+            the image centre), ``"oracle"`` (every glimpse at the target box's centre: the ceiling;
+            the model is the learned one, :func:`gdram.attention.run_policy` gives it the boxes).
+            A checkpoint written when the policy was a training setting is read with that setting.
         fixed_sigma: the move's standard deviation for the non-Gaussian variants.
         official_footprint: the published glimpse footprint, whose first scale spans
             g * H / (H - 1) pixels instead of g (square images only).
@@ -177,6 +184,7 @@ class GDRAMConfig:
     context_channels: int = 64
     mlp_hidden_size: int = 256
     variant: str = "gdram"
+    policy: str = "learned"
     fixed_sigma: float = 0.15
     official_footprint: bool = False
     cnn_pool_size: int = 5
@@ -198,9 +206,14 @@ class GDRAMConfig:
     border_penalty: float | None = None
 
     @classmethod
-    def from_dict(cls, values: dict) -> GDRAMConfig:
-        """The config stored in a checkpoint; one written before recipes existed is the paper's."""
-        return cls(**{"recipe": "paper", **values})
+    def from_dict(cls, values: dict, train: dict | None = None) -> GDRAMConfig:
+        """The config stored in a checkpoint (``values``) beside the trainer's settings (``train``).
+
+        One written before recipes existed is the paper's; one written before the policy was part
+        of the config takes it from ``train["policy"]``.
+        """
+        stored_policy = {} if train is None or "policy" not in train else {"policy": train["policy"]}
+        return cls(**{"recipe": "paper", **stored_policy, **values})
 
     def __post_init__(self) -> None:
         if self.recipe not in RECIPES:
@@ -248,6 +261,10 @@ class GDRAMConfig:
             raise ValueError(f"context_mode must be one of {CONTEXT_MODES}, got {self.context_mode!r}")
         if self.variant not in VARIANTS:
             raise ValueError(f"variant must be one of {VARIANTS}, got {self.variant!r}")
+        if self.policy not in POLICIES:
+            raise ValueError(f"policy must be one of {POLICIES}, got {self.policy!r}")
+        if self.policy != "learned" and self.variant not in VARIANT_SPECS:
+            raise ValueError(f"the {self.policy} location policy needs an attention variant, not {self.variant!r}")
         if not isinstance(self.official_footprint, bool):
             raise ValueError(f"official_footprint must be a bool, got {self.official_footprint!r}")
         height, width = self.image_hw

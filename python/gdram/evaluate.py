@@ -17,73 +17,12 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
-from gdram.attention import attention_metrics, box_centres, glimpse_counts
+from gdram.attention import attention_metrics, glimpse_counts, run_policy
 from gdram.checkpoint import FORMAT, CheckpointError, load_state_file
 from gdram.config import GDRAMConfig
 from gdram.data import batches
-from gdram.model import GDRAM, GlimpseResult, create_model
+from gdram.model import create_model
 from gdram.official import from_official
-
-POLICIES = ("learned", "random", "center", "oracle")
-
-
-class FixedEmission(nn.Module):
-    """A location policy that ignores what it saw, every glimpse weighted 1 (an ablation of learning).
-
-    ``kind="random"``: uniform actions in [-1, 1]^2 (random moves, or random places for RAM);
-    ``kind="center"``: action 0 (every glimpse at the image centre). Replaces a GDRAM's emission
-    network (same contract): ``forward(h (B, N), sample) -> (action (B, 2), log_prob (B,) zeros,
-    sigma (B, 2) = sigma_low, mu (B, 2) = action)``. With no parameters and a constant
-    log-probability, the REINFORCE term is 0 and only the glimpse, core, prediction and baseline
-    networks learn.
-    """
-
-    def __init__(self, kind: str, sigma_low: float) -> None:
-        super().__init__()
-        if kind not in ("random", "center"):
-            raise ValueError(f"kind must be 'random' or 'center', got {kind!r}")
-        self.kind, self.sigma_low = kind, sigma_low
-
-    def forward(self, h: torch.Tensor, sample: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        batch = h.shape[0]
-        action = h.new_zeros(batch, 2)
-        if self.kind == "random":
-            action = torch.rand(batch, 2, device=h.device, dtype=h.dtype) * 2 - 1
-        return action, h.new_zeros(batch), h.new_full((batch, 2), self.sigma_low), action
-
-
-def build_model(config: GDRAMConfig, policy: str = "learned") -> nn.Module:
-    """``create_model(config)`` with the location ``policy`` (:data:`POLICIES`).
-
-    ``"learned"``: the emission network (the paper); ``"random"``/``"center"``: a
-    :class:`FixedEmission`; ``"oracle"``: the model is unchanged, :func:`run_policy` gives it
-    the target boxes' centres.
-    """
-    if policy not in POLICIES:
-        raise ValueError(f"policy must be one of {POLICIES}, got {policy!r}")
-    model = create_model(config)
-    if policy != "learned" and not isinstance(model, GDRAM):
-        raise ValueError(f"the {policy} location policy needs an attention variant, not {config.variant!r}")
-    if policy in ("random", "center"):
-        model.emission = FixedEmission(policy, config.sigma_range[0])
-    return model
-
-
-def run_policy(
-    model: nn.Module,
-    images: torch.Tensor,
-    boxes: torch.Tensor | None,
-    policy: str,
-    fast: bool = False,
-    sample: bool | None = None,
-) -> GlimpseResult:
-    """``model(images)`` under ``policy``: the oracle looks at the centre of each image's box (B, 4)."""
-    if policy != "oracle":
-        return model(images, fast=fast, sample=sample)
-    if boxes is None or not bool(torch.isfinite(boxes).all()):
-        raise ValueError("the oracle policy needs every image's target box (box_* arrays in the data)")
-    config = model.module.config if hasattr(model, "module") else model.config
-    return model(images, fast=fast, locations=box_centres(boxes.to(images), config.image_hw))
 
 
 @dataclass
@@ -94,14 +33,12 @@ class LoadedModel:
         model: the model, in eval mode, on the requested device.
         kind: ``"gdram"`` (a gdram checkpoint) or ``"official"`` (a published state dict).
         data: the data set description stored with a gdram checkpoint (``{"source": ...}``), or None.
-        policy: the location policy it was trained with (:data:`POLICIES`).
         epoch: epochs it was trained for (gdram checkpoints), or None.
     """
 
     model: nn.Module
     kind: str
     data: dict[str, Any] | None
-    policy: str
     epoch: int | None
 
 
@@ -118,19 +55,18 @@ def load_model(path: str | Path, device: torch.device | str = "cpu", **official_
     """
     state = load_state_file(path)
     if isinstance(state, dict) and state.get("format") == FORMAT:
-        policy = state.get("train", {}).get("policy", "learned")
         try:
-            model = build_model(GDRAMConfig.from_dict(state["config"]), policy)
+            model = create_model(GDRAMConfig.from_dict(state["config"], state.get("train")))
             model.load_state_dict(state["model"])
         except (KeyError, TypeError, ValueError, RuntimeError) as error:
             raise CheckpointError(f"{path}: gdram checkpoint does not match its configuration: {error}") from None
-        return LoadedModel(model.to(device).eval(), "gdram", state.get("data"), policy, state.get("epoch"))
+        return LoadedModel(model.to(device).eval(), "gdram", state.get("data"), state.get("epoch"))
     try:
         model = from_official(state, **official_overrides)
     except (KeyError, TypeError, ValueError) as error:
         raise CheckpointError(f"{path}: neither a gdram checkpoint nor a published GDRAM state dict ({error})") \
             from None
-    return LoadedModel(model.to(device).eval(), "official", None, "learned", None)
+    return LoadedModel(model.to(device).eval(), "official", None, None)
 
 
 @torch.no_grad()
@@ -144,12 +80,12 @@ def evaluation_totals(
     world_size: int = 1,
     amp: bool = False,
     num_workers: int = 0,
-    policy: str = "learned",
     sample: bool = False,
 ) -> torch.Tensor:
     """Sums over this rank's share of ``dataset``: (10,) float64 cross-entropy, top-1 hits, top-5
-    hits, glimpses used, images, then :func:`gdram.attention.glimpse_counts`' five sums. Puts
-    ``model`` in eval mode; ``sample`` draws the moves from the policy instead of following its mean."""
+    hits, glimpses used, images, then :func:`gdram.attention.glimpse_counts`' five sums, under
+    the model's location policy (:func:`gdram.attention.run_policy`). Puts ``model`` in eval mode;
+    ``sample`` draws the moves from the policy instead of following its mean."""
     model.eval()
     device = torch.device(device)
     core = model.module if hasattr(model, "module") else model
@@ -159,7 +95,7 @@ def evaluation_totals(
                                          num_workers=num_workers, boxes=True):
         images, labels = images.to(device), labels.to(device)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-            result = run_policy(model, images, boxes, policy, fast, sample)
+            result = run_policy(model, images, boxes, fast, sample)
         logits = result.logits.float()
         top = logits.topk(min(5, logits.shape[1]), dim=1).indices
         totals[:5] += torch.stack([

@@ -67,8 +67,8 @@ def train_on_corner_task(out: Path, recipe: str, policy: str, guidance: float = 
     data = DataSplits("corner-task", corner_task(2048, 1), corner_task(256, 2), corner_task(256, 3), 2, 1, (32, 32))
     config = GDRAMConfig(num_classes=2, in_channels=1, image_size=32, glimpse_size=4, num_scales=3, num_glimpses=3,
                          hidden_size=32, glimpse_channels=(8, 16), context_channels=8, mlp_hidden_size=32,
-                         recipe=recipe)
-    settings = TrainSettings(epochs=epochs, batch_size=32, seed=seed, device="cpu", num_workers=0, policy=policy,
+                         recipe=recipe, policy=policy)
+    settings = TrainSettings(epochs=epochs, batch_size=32, seed=seed, device="cpu", num_workers=0,
                              location_guidance=guidance)
     run_dir = out / f"{recipe}-{policy}{f'-lg{guidance:g}' if guidance else ''}-seed{seed}"
     return Trainer(config, data, settings, run_dir, {"source": "corner-task"}, quiet=True).fit()
@@ -115,9 +115,8 @@ def attention(
         else:
             started = time.perf_counter()
             config = GDRAMConfig(num_classes=data.num_classes, in_channels=data.in_channels,
-                                 image_size=data.image_size, recipe=recipe)
-            settings = TrainSettings(epochs=epochs, batch_size=batch_size, seed=seed, policy=policy,
-                                     location_guidance=fraction)
+                                 image_size=data.image_size, recipe=recipe, policy=policy)
+            settings = TrainSettings(epochs=epochs, batch_size=batch_size, seed=seed, location_guidance=fraction)
             if (run_dir / "last.pt").is_file():
                 trainer = Trainer.resume(run_dir, data, quiet=True)
             else:

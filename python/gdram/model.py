@@ -28,6 +28,7 @@ from gdram.networks import (
     ContextNetwork,
     CoreNetwork,
     EmissionNetwork,
+    FixedEmission,
     GlimpseNetwork,
     PredictionNetwork,
     conv_layers,
@@ -305,10 +306,19 @@ class CNNBaseline(nn.Module):
 
 
 def create_model(config: GDRAMConfig) -> GDRAM | CNNBaseline:
-    """The model of ``config.variant``: ``CNNBaseline`` for ``"cnn"``, else ``GDRAM``."""
+    """The model of ``config``: ``CNNBaseline`` for the ``"cnn"`` variant, else ``GDRAM`` with the
+    location ``config.policy``.
+
+    ``"learned"`` and ``"oracle"``: the emission network (the oracle's locations are given at
+    run time by :func:`gdram.attention.run_policy`); ``"random"``/``"center"``: a
+    :class:`~gdram.networks.FixedEmission` in its place.
+    """
     if config.variant == "cnn":
         return CNNBaseline(config)
-    return GDRAM(config)
+    model = GDRAM(config)
+    if config.policy in ("random", "center"):
+        model.emission = FixedEmission(config.policy, config.sigma_range[0])
+    return model
 
 
 def count_parameters(model: nn.Module) -> int:

@@ -163,6 +163,31 @@ class EmissionNetwork(nn.Module):
         return action if self.reparameterized else action.detach(), log_prob.sum(dim=1), sigma, mu
 
 
+class FixedEmission(nn.Module):
+    """A location policy that ignores what it saw, every glimpse weighted 1 (an ablation of learning).
+
+    ``kind="random"``: uniform actions in [-1, 1]^2 (random moves, or random places for RAM);
+    ``kind="center"``: action 0 (every glimpse at the image centre). Replaces a GDRAM's emission
+    network (same contract): ``forward(h (B, N), sample) -> (action (B, 2), log_prob (B,) zeros,
+    sigma (B, 2) = sigma_low, mu (B, 2) = action)``. With no parameters and a constant
+    log-probability, the REINFORCE term is 0 and only the glimpse, core, prediction and baseline
+    networks learn.
+    """
+
+    def __init__(self, kind: str, sigma_low: float) -> None:
+        super().__init__()
+        if kind not in ("random", "center"):
+            raise ValueError(f"kind must be 'random' or 'center', got {kind!r}")
+        self.kind, self.sigma_low = kind, sigma_low
+
+    def forward(self, h: torch.Tensor, sample: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        batch = h.shape[0]
+        action = h.new_zeros(batch, 2)
+        if self.kind == "random":
+            action = torch.rand(batch, 2, device=h.device, dtype=h.dtype) * 2 - 1
+        return action, h.new_zeros(batch), h.new_full((batch, 2), self.sigma_low), action
+
+
 class PredictionNetwork(nn.Module):
     """Eq. 10: per-step class logits from the lower core, Linear(ReLU(Linear(h1))).
 

@@ -32,12 +32,13 @@ import torch.distributed as dist
 from torch import nn
 from tqdm import tqdm
 
+from gdram.attention import run_policy
 from gdram.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from gdram.config import GDRAMConfig
 from gdram.data import DataSplits, TensorImages, batches, num_batches
-from gdram.evaluate import POLICIES, build_model, evaluation_totals, run_policy, summarize
+from gdram.evaluate import evaluation_totals, summarize
 from gdram.loss import border_loss, guidance_loss, hybrid_loss
-from gdram.model import GDRAM
+from gdram.model import GDRAM, create_model
 from gdram.plots import plot_learning_curve
 
 
@@ -61,9 +62,6 @@ class TrainSettings:
         amp: bf16 autocast in the forward pass.
         compile: ``torch.compile`` the model (CUDA graphs on GPU: ``mode="reduce-overhead"``).
         num_workers: DataLoader workers for data sets read from files.
-        policy: ``"learned"`` (the paper), or an ablation that shows what learned attention adds:
-            ``"random"`` (uniformly random moves), ``"center"`` (every glimpse at the image
-            centre), ``"oracle"`` (every glimpse at the target box's centre: the ceiling).
         eval_batch_size: images per validation/test batch.
         location_guidance: share of the training images whose target box is used (LG-DRAM): for
             them the policy's mean glimpses are also pulled towards the box centre by
@@ -84,7 +82,6 @@ class TrainSettings:
     amp: bool = False
     compile: bool = False
     num_workers: int = 2
-    policy: str = "learned"
     eval_batch_size: int = 256
     location_guidance: float = 0.0
     guidance_weight: float = 10.0
@@ -100,14 +97,18 @@ class TrainSettings:
             raise ValueError(f"lr_factor must lie in (0, 1), got {self.lr_factor!r}")
         if self.grad_clip is not None and not self.grad_clip > 0:
             raise ValueError(f"grad_clip must be > 0 or None, got {self.grad_clip!r}")
-        if self.policy not in POLICIES:
-            raise ValueError(f"policy must be one of {POLICIES}, got {self.policy!r}")
         if self.num_workers < 0:
             raise ValueError(f"num_workers must be >= 0, got {self.num_workers}")
         if not 0 <= self.location_guidance <= 1:
             raise ValueError(f"location_guidance must lie in [0, 1], got {self.location_guidance!r}")
         if not (math.isfinite(self.guidance_weight) and self.guidance_weight >= 0):
             raise ValueError(f"guidance_weight must be a finite number >= 0, got {self.guidance_weight!r}")
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> TrainSettings:
+        """The settings stored in a checkpoint; the location policy, once stored here, is the model's
+        (:meth:`GDRAMConfig.from_dict` reads it)."""
+        return cls(**{name: value for name, value in values.items() if name != "policy"})
 
 
 @dataclass(frozen=True)
@@ -197,7 +198,7 @@ class Trainer:
         self.place = current_distributed()
         self.device = resolve_device(self.settings.device, self.place)
         torch.manual_seed(self.settings.seed)  # identical initial weights on every rank
-        self.model = build_model(config, self.settings.policy).to(self.device)
+        self.model = create_model(config).to(self.device)
         self.train_images = self._guided_training_set()
         self.optimizer = torch.optim.Adam(self._parameter_groups(), lr=self.settings.lr,
                                           weight_decay=self.settings.weight_decay)
@@ -229,14 +230,14 @@ class Trainer:
         Location guidance keeps a seeded ``location_guidance`` share of the boxes (the others
         become NaN); the oracle policy keeps them all; otherwise training reads no box.
         """
-        settings, train = self.settings, self.data.train
+        settings, train, oracle = self.settings, self.data.train, self.config.policy == "oracle"
         boxes = getattr(train, "stored_boxes", None)
-        needs = settings.policy == "oracle" or settings.location_guidance > 0
+        needs = oracle or settings.location_guidance > 0
         if needs and (boxes is None or not bool(torch.isfinite(boxes).all())):
-            what = "the oracle policy" if settings.policy == "oracle" else "location guidance"
+            what = "the oracle policy" if oracle else "location guidance"
             raise ValueError(f"{what} needs a target box for every training image; {self.data.name} has none "
                              "(box_train in a .npz file, or a generated cluttered set)")
-        if settings.policy == "oracle" or settings.location_guidance == 0:
+        if oracle or settings.location_guidance == 0:
             return train
         count = round(settings.location_guidance * len(train))
         chosen = torch.randperm(len(train), generator=torch.Generator().manual_seed(settings.seed))[:count]
@@ -263,11 +264,11 @@ class Trainer:
     ) -> Trainer:
         """Continue the run in ``run_dir`` from its ``last.pt`` (optionally to a new number of ``epochs``)."""
         state = load_checkpoint(Path(run_dir) / "last.pt")
-        settings = TrainSettings(**state["train"])
+        settings = TrainSettings.from_dict(state["train"])
         if epochs is not None:
             settings = dataclasses.replace(settings, epochs=epochs)
-        trainer = cls(GDRAMConfig.from_dict(state["config"]), data, settings, run_dir, state.get("data"), quiet,
-                      callbacks)
+        config = GDRAMConfig.from_dict(state["config"], state["train"])
+        trainer = cls(config, data, settings, run_dir, state.get("data"), quiet, callbacks)
         trainer.model.load_state_dict(state["model"])
         trainer.optimizer.load_state_dict(state["optimizer"])
         trainer.scheduler.load_state_dict(state["scheduler"])
@@ -308,7 +309,7 @@ class Trainer:
             _write_json(self.run_dir / "config.json", {"model": dataclasses.asdict(self.config),
                                                        "train": dataclasses.asdict(self.settings),
                                                        "data": self.data_spec})
-            self._log(f"{self.data.describe()}; {self.config.variant} ({self.settings.policy} policy), "
+            self._log(f"{self.data.describe()}; {self.config.variant} ({self.config.policy} policy), "
                       f"{sum(p.numel() for p in self.model.parameters()):,} parameters, on {self.device}"
                       + (f" x {self.place.world_size} processes" if self.place.enabled else ""))
         try:
@@ -344,7 +345,7 @@ class Trainer:
                 images, labels, boxes = (value.repeat_interleave(config.episodes_per_image, dim=0)
                                          for value in (images, labels, boxes))
             with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=settings.amp):
-                result = run_policy(self.step_model, images, boxes, settings.policy)
+                result = run_policy(self.step_model, images, boxes)
             parts = hybrid_loss(result, labels, reward=config.reward, normalize_advantage=config.normalize_advantage,
                                 episodes_per_image=config.episodes_per_image)
             total = parts.total
@@ -372,7 +373,7 @@ class Trainer:
         totals = self._sum_over_ranks(totals)
         seconds = time.perf_counter() - start
         validation = self.evaluate(self.data.val)
-        sampled = self.evaluate(self.data.val, sample=True) if settings.policy == "learned" else validation
+        sampled = self.evaluate(self.data.val, sample=True) if config.policy == "learned" else validation
         self.scheduler.step(validation["top1"])
         self.epoch = epoch
         record = {
@@ -430,7 +431,7 @@ class Trainer:
         """:func:`gdram.evaluate.summarize` of ``dataset`` under the run's policy, shared out over the ranks."""
         totals = evaluation_totals(self.model, dataset, self.settings.eval_batch_size, self.device, fast,
                                    self.place.rank, self.place.world_size, self.settings.amp, self.settings.num_workers,
-                                   self.settings.policy, sample)
+                                   sample)
         return summarize(self._sum_over_ranks(totals))
 
     def finish(self) -> dict[str, Any]:
@@ -441,11 +442,11 @@ class Trainer:
         if best_path.is_file():
             self.model.load_state_dict(load_checkpoint(best_path, map_location=self.device)["model"])
         test = self.evaluate(self.data.test)
-        sampled = self.evaluate(self.data.test, sample=True) if self.settings.policy == "learned" else test
+        sampled = self.evaluate(self.data.test, sample=True) if self.config.policy == "learned" else test
         summary = {
             "dataset": self.data.name,
             "variant": self.config.variant,
-            "policy": self.settings.policy,
+            "policy": self.config.policy,
             "test_top1": test["top1"],
             "test_top5": test["top5"],
             "test_n": test["n"],
