@@ -6,6 +6,7 @@ import os
 import random
 
 import gdram.checkpoint as checkpoint
+import gdram.files as files
 import numpy as np
 import pytest
 import torch
@@ -44,7 +45,7 @@ def test_a_crash_before_the_rename_leaves_the_old_checkpoint_intact(tmp_path, mo
     def killed(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(checkpoint.os, "replace", killed)
+    monkeypatch.setattr(files.os, "replace", killed)
     with pytest.raises(KeyboardInterrupt):
         save_checkpoint(_state(2), path)
     monkeypatch.undo()

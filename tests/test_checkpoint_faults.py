@@ -7,15 +7,16 @@ import os
 import random
 
 import gdram.checkpoint as checkpoint
+import gdram.files as files
 import pytest
 import torch
 from gdram.checkpoint import (
     CheckpointError,
     CheckpointWriteError,
     load_checkpoint,
-    remove_stale_temporaries,
     save_checkpoint,
 )
+from gdram.files import remove_stale_temporaries
 
 
 def _state(epoch: int) -> dict:
@@ -44,11 +45,11 @@ def test_a_write_failing_half_way_names_the_path_and_keeps_the_previous_checkpoi
 
 def test_a_failing_fsync_or_rename_is_a_write_error_and_leaves_no_temporary(tmp_path, monkeypatch):
     path = save_checkpoint(_state(1), tmp_path / "best.pt")
-    monkeypatch.setattr(checkpoint.os, "fsync", lambda fd: (_ for _ in ()).throw(OSError(errno.EIO, "I/O error")))
+    monkeypatch.setattr(files.os, "fsync", lambda fd: (_ for _ in ()).throw(OSError(errno.EIO, "I/O error")))
     with pytest.raises(CheckpointWriteError, match="best.pt: could not write the checkpoint \\(I/O error\\)"):
         save_checkpoint(_state(2), path)
     monkeypatch.undo()
-    monkeypatch.setattr(checkpoint.os, "replace", lambda *a: (_ for _ in ()).throw(OSError(errno.EROFS, "Read-only")))
+    monkeypatch.setattr(files.os, "replace", lambda *a: (_ for _ in ()).throw(OSError(errno.EROFS, "Read-only")))
     with pytest.raises(CheckpointWriteError, match="Read-only"):
         save_checkpoint(_state(3), path)
     monkeypatch.undo()

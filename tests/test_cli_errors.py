@@ -224,12 +224,12 @@ def test_a_full_disk_during_training_is_one_line_naming_the_checkpoint(tiny_npz,
 
 
 def test_a_write_error_without_a_file_name_names_the_run_directory(tiny_npz, tmp_path, monkeypatch, capsys):
-    import gdram.train
+    import gdram.runfiles
 
     def disk_full(path, text):
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(gdram.train, "_write_text", disk_full)
+    monkeypatch.setattr(gdram.runfiles, "write_text", disk_full)
     assert _train(tiny_npz, tmp_path / "r") == 1
     _one_error_line(capsys, f"No space left on device (run directory {tmp_path / 'r'})")
 

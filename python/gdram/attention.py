@@ -13,6 +13,8 @@ from torch import nn
 from gdram.model import GlimpseResult
 
 BORDER_TOLERANCE = 1e-4  # a glimpse this close to the location clip counts as on the border
+# The sums of glimpse_counts, in its order.
+GLIMPSE_COUNTS = ("hits", "box_distance_px", "with_box", "on_border", "glimpses")
 
 
 def box_centres(boxes: torch.Tensor, image_hw: tuple[int, int]) -> torch.Tensor:
@@ -39,7 +41,7 @@ def run_policy(
 def glimpse_counts(
     result: GlimpseResult, boxes: torch.Tensor, image_hw: tuple[int, int], location_bound: torch.Tensor | None
 ) -> torch.Tensor:
-    """Sums over the glimpses a batch used: (5,) float64 hits, pixel distance, with box, on border, glimpses.
+    """Sums over the glimpses a batch used: (5,) float64, :data:`GLIMPSE_COUNTS`.
 
     * hits: glimpses whose centre lies in the sample's box;
     * pixel distance: summed distance, in pixels, from the glimpse centre to the box centre;

@@ -7,20 +7,17 @@ so that loading one can never execute code:
 * ``model``: the model's ``state_dict``; ``config``: ``dataclasses.asdict`` of its ``GDRAMConfig``;
 * ``optimizer``, ``scheduler``: their ``state_dict``; ``epoch``: epochs completed;
 * ``rng``: generator states as uint8 tensors (torch CPU, CUDA, numpy, Python ``random``);
-* ``train``: the trainer's settings; ``metrics``: the history so far; ``best``: best validation accuracy.
+* ``train``: the trainer's settings; ``metrics``: the history so far;
+* ``best_accuracy``, ``best_epoch``: the best validation top-1 so far and its epoch.
 
-:func:`save_checkpoint` writes a temporary file in the same directory, flushes it to disk and renames
-it over the target, so a crash at any moment leaves either the old or the new file, both readable.
-A process killed while writing leaves its temporary file behind; :func:`remove_stale_temporaries`
-deletes those of dead processes when the next run starts.
+:func:`save_checkpoint` writes through :func:`gdram.files.atomic_write`, so a crash at any moment
+leaves either the old or the new file, both readable.
 """
 
 from __future__ import annotations
 
-import os
 import pickle
 import random
-import re
 import warnings
 from pathlib import Path
 from typing import Any
@@ -28,8 +25,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from gdram.files import atomic_write
+
 FORMAT = "gdram-checkpoint-v1"
-_TEMPORARY = re.compile(r"\..+\.(\d+)\.tmp")  # .last.pt.<pid>.tmp, written by save_checkpoint
 
 
 class CheckpointError(ValueError):
@@ -48,48 +46,14 @@ def save_checkpoint(state: dict[str, Any], path: str | Path) -> Path:
             checkpoint previously at ``path`` (if any) is left intact.
     """
     path = Path(path)
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        with open(temporary, "wb") as file:
+        with atomic_write(path, "wb") as file:
             torch.save({"format": FORMAT, **state}, file)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temporary, path)
     except OSError as error:
         kept = "the previous checkpoint there is intact" if path.is_file() else "no checkpoint was there before"
         raise CheckpointWriteError(f"{path}: could not write the checkpoint ({_reason(error)}); {kept}") from error
-    finally:
-        temporary.unlink(missing_ok=True)
     return path
-
-
-def remove_stale_temporaries(directory: str | Path) -> list[Path]:
-    """Delete the temporary files that :func:`save_checkpoint` calls of processes no longer running
-    (left by a run killed while writing) in ``directory``; returns the deleted paths."""
-    directory = Path(directory)
-    if not directory.is_dir():
-        return []
-    removed = []
-    for candidate in sorted(directory.iterdir()):
-        match = _TEMPORARY.fullmatch(candidate.name)
-        if match and candidate.is_file() and not _running(int(match.group(1))):
-            candidate.unlink(missing_ok=True)
-            removed.append(candidate)
-    return removed
-
-
-def _running(pid: int) -> bool:
-    """Whether another process with this id is alive (this process is starting, so its own files are stale)."""
-    if pid == os.getpid():
-        return False
-    try:
-        os.kill(pid, 0)
-    except (ProcessLookupError, OverflowError):  # no such process, or no valid process id at all
-        return False
-    except PermissionError:  # another user's live process
-        return True
-    return True
 
 
 def _reason(error: OSError) -> str:

@@ -23,7 +23,7 @@ from typing import Any
 
 import torch
 
-from gdram.checkpoint import CheckpointError, load_checkpoint, remove_stale_temporaries
+from gdram.checkpoint import CheckpointError, load_checkpoint
 from gdram.cliutil import (
     HelpFormatter,
     device_name,
@@ -40,10 +40,12 @@ from gdram.cliutil import (
 from gdram.config import POLICIES, POLICY_TRAINS, RECIPES, REWARDS, VARIANTS, GDRAMConfig
 from gdram.data import DATASETS, DataError, DataSplits, batches, load_data
 from gdram.datacheck import check_classes, check_model_classes
+from gdram.distributed import init_distributed, resolve_device
 from gdram.evaluate import evaluation_totals, load_model, measure_latency, summarize
+from gdram.files import remove_stale_temporaries
 from gdram.model import create_model
 from gdram.provenance import locate, same_data, verify
-from gdram.train import Trainer, TrainingDiverged, TrainSettings, init_distributed, resolve_device
+from gdram.train import Trainer, TrainingDiverged, TrainSettings
 
 EMBEDDED_SETS = ("cluttered-digits", "cluttered-digits-128")
 EMBEDDED_EPOCHS = 6  # the embedded sets' few-minute CPU budget (see README, "Does it learn?")

@@ -26,6 +26,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from gdram.files import atomic_write
+
 
 @dataclass(frozen=True)
 class ClutterSpec:
@@ -205,9 +207,8 @@ def cluttered_digits(spec: EmbeddedSpec = EmbeddedSpec(), cache: bool = True) ->
     arrays = _build_cluttered_digits(spec)
     if cache:
         path.parent.mkdir(parents=True, exist_ok=True)
-        temporary = path.with_suffix(f".{os.getpid()}.tmp.npz")
-        np.savez(temporary, **arrays)
-        os.replace(temporary, path)
+        with atomic_write(path, "wb") as file:
+            np.savez(file, **arrays)
     return arrays
 
 

@@ -242,17 +242,28 @@ def _hold_out(
         raise DataError(f"{path}: y_train has {len(labels)} labels but there are {len(images)} images")
     if boxes is not None and len(boxes) != len(images):
         raise DataError(f"{path}: box_train has {len(boxes)} rows but there are {len(images)} images")
-    if not 0 < fraction < 1:
-        raise DataError(f"validation fraction must lie in (0, 1), got {fraction}")
-    count = max(1, round(len(images) * fraction))
-    if count >= len(images):
-        raise DataError(f"{path}: {len(images)} training images are too few to hold out a validation split")
-    order = np.random.default_rng(seed).permutation(len(images))
-    val, train = order[:count], order[count:]
+    val, train = split_indices(len(images), fraction, seed, 1, f"{path}: {len(images)} training images")
     held = {"x_train": images[train], "y_train": labels[train], "x_val": images[val], "y_val": labels[val]}
     if boxes is not None:
         held.update(box_train=boxes[train], box_val=boxes[val])
     return held
+
+
+def split_indices(total: int, fraction: float, seed: int, parts: int, what: str) -> list[np.ndarray]:
+    """A seeded random split of ``range(total)``: ``parts`` held-out chunks of ``fraction`` of it (at
+    least 1 each), then the rest; ``[val, rest]`` or ``[val, test, rest]``.
+
+    Raises:
+        DataError: ``fraction`` is outside (0, 1), or ``what`` (e.g. "x.npz: 5 training images") is
+            too few to leave a rest.
+    """
+    if not 0 < fraction < 1:
+        raise DataError(f"validation fraction must lie in (0, 1), got {fraction}")
+    count = max(1, round(total * fraction))
+    if parts * count >= total:
+        raise DataError(f"{what} are too few to hold out {'a validation split' if parts == 1 else 'val/test splits'}")
+    order = np.random.default_rng(seed).permutation(total)
+    return [order[part * count : (part + 1) * count] for part in range(parts)] + [order[parts * count :]]
 
 
 def _check_boxes(name: str, boxes: np.ndarray, count: int, image_hw: tuple[int, int], path: Path) -> torch.Tensor:
@@ -358,21 +369,19 @@ def _image_folder(
     if len(probe.classes) > classes:
         raise DataError(f"{path}: {len(probe.classes)} class folders but num_classes is {classes}")
     if "train" not in split_dirs:
-        order = np.random.default_rng(seed).permutation(len(train)).tolist()
-        count = max(1, round(len(train) * val_fraction))
-        if 2 * count >= len(train):
-            raise DataError(f"{path}: {len(train)} images are too few to split into train/val/test")
-        return DataSplits(path.name, Subset(train, order[2 * count:]), Subset(train, order[:count]),
-                          Subset(train, order[count:2 * count]), classes, channels, size)
+        val, test, rest = (part.tolist() for part in split_indices(len(train), val_fraction, seed, 2,
+                                                                    f"{path}: {len(train)} images"))
+        return DataSplits(path.name, Subset(train, rest), Subset(train, val), Subset(train, test), classes, channels,
+                          size)
     if "test" not in split_dirs:
         raise DataError(f"{path}: has train/ but no test/ folder")
     test = folder(split_dirs["test"])
     if "val" in split_dirs:
         val = folder(split_dirs["val"])
     else:
-        order = np.random.default_rng(seed).permutation(len(train)).tolist()
-        count = max(1, round(len(train) * val_fraction))
-        train, val = Subset(train, order[count:]), Subset(train, order[:count])
+        held, rest = (part.tolist() for part in split_indices(len(train), val_fraction, seed, 1,
+                                                               f"{split_dirs['train']}: {len(train)} training images"))
+        train, val = Subset(train, rest), Subset(train, held)
     return DataSplits(path.name, train, val, test, classes, channels, size)
 
 

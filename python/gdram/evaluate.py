@@ -17,12 +17,16 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
-from gdram.attention import attention_metrics, glimpse_counts, run_policy
+from gdram.attention import GLIMPSE_COUNTS, attention_metrics, glimpse_counts, run_policy
 from gdram.checkpoint import FORMAT, CheckpointError, load_state_file
 from gdram.config import GDRAMConfig
 from gdram.data import batches
+from gdram.metrics import Totals
 from gdram.model import create_model
 from gdram.official import from_official
+
+# What an evaluation sums: cross-entropy, top-1 and top-5 hits, glimpses used, images, then the glimpse counts.
+EVAL_TOTALS = ("loss", "top1", "top5", "glimpses_used", "count", *GLIMPSE_COUNTS)
 
 
 @dataclass
@@ -81,16 +85,15 @@ def evaluation_totals(
     amp: bool = False,
     num_workers: int = 0,
     sample: bool = False,
-) -> torch.Tensor:
-    """Sums over this rank's share of ``dataset``: (10,) float64 cross-entropy, top-1 hits, top-5
-    hits, glimpses used, images, then :func:`gdram.attention.glimpse_counts`' five sums, under
-    the model's location policy (:func:`gdram.attention.run_policy`). Puts ``model`` in eval mode;
-    ``sample`` draws the moves from the policy instead of following its mean."""
+) -> Totals:
+    """Sums (:data:`EVAL_TOTALS`) over this rank's share of ``dataset``, under the model's location
+    policy (:func:`gdram.attention.run_policy`). Puts ``model`` in eval mode; ``sample`` draws the
+    moves from the policy instead of following its mean."""
     model.eval()
     device = torch.device(device)
     core = model.module if hasattr(model, "module") else model
     bound = getattr(core, "location_bound", None)
-    totals = torch.zeros(10, dtype=torch.float64)
+    totals = Totals(EVAL_TOTALS)
     for images, labels, boxes in batches(dataset, batch_size, rank=rank, world_size=world_size,
                                          num_workers=num_workers, boxes=True):
         images, labels = images.to(device), labels.to(device)
@@ -98,23 +101,25 @@ def evaluation_totals(
             result = run_policy(model, images, boxes, fast, sample)
         logits = result.logits.float()
         top = logits.topk(min(5, logits.shape[1]), dim=1).indices
-        totals[:5] += torch.stack([
-            nn.functional.cross_entropy(logits, labels, reduction="sum"),
-            (top[:, 0] == labels).sum().to(logits.dtype),
-            (top == labels[:, None]).any(1).sum().to(logits.dtype),
-            result.glimpses_used.sum().to(logits.dtype),
-            torch.tensor(float(len(labels)), device=device),
-        ]).double().cpu()
-        totals[5:] += glimpse_counts(result, boxes, core.config.image_hw, bound)
+        totals.add(
+            loss=nn.functional.cross_entropy(logits, labels, reduction="sum"),
+            top1=(top[:, 0] == labels).sum().to(logits.dtype),
+            top5=(top == labels[:, None]).any(1).sum().to(logits.dtype),
+            glimpses_used=result.glimpses_used.sum().to(logits.dtype),
+            count=torch.tensor(float(len(labels)), device=device),
+        )
+        counts = glimpse_counts(result, boxes, core.config.image_hw, bound)
+        totals.add(**dict(zip(GLIMPSE_COUNTS, counts, strict=True)))
     return totals
 
 
-def summarize(totals: torch.Tensor) -> dict[str, float | None]:
+def summarize(totals: Totals) -> dict[str, float | None]:
     """``loss``, ``top1``, ``top5``, ``mean_glimpses``, ``n`` and the attention metrics (``hit_rate``,
     ``box_distance_px``, ``border_share``; None when unknown) from :func:`evaluation_totals`' sums."""
-    count = max(float(totals[4]), 1.0)
-    return {"loss": float(totals[0]) / count, "top1": float(totals[1]) / count, "top5": float(totals[2]) / count,
-            "mean_glimpses": float(totals[3]) / count, "n": int(totals[4]), **attention_metrics(totals[5:])}
+    count = max(totals["count"], 1.0)
+    return {"loss": totals["loss"] / count, "top1": totals["top1"] / count, "top5": totals["top5"] / count,
+            "mean_glimpses": totals["glimpses_used"] / count, "n": int(totals["count"]),
+            **attention_metrics(totals.select(GLIMPSE_COUNTS))}
 
 
 @torch.no_grad()

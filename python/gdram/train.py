@@ -5,21 +5,19 @@ from :func:`gdram.loss.hybrid_loss`. Defaults are the paper's: hybrid loss, Adam
 ``ReduceLROnPlateau`` on validation accuracy (factor 0.5, patience 5), batch 128, T = 8.
 
 Every epoch trains, validates, then (rank 0) writes ``last.pt`` and, when validation accuracy
-improves, ``best.pt`` (atomically), and rewrites ``metrics.jsonl``/``metrics.csv`` from the history.
+improves, ``best.pt``, and rewrites the metrics files (:class:`gdram.runfiles.RunFiles`).
 An epoch's randomness (data order, sampled glimpse moves) is seeded by (seed, epoch, rank), so a
 run resumed from ``last.pt`` ends exactly like an uninterrupted one on CPU.
 
-Under ``torchrun`` (``WORLD_SIZE`` > 1) the model is wrapped in ``DistributedDataParallel``; each
-rank trains on its share of every epoch and validation metrics are summed over ranks.
+Under ``torchrun`` (``WORLD_SIZE`` > 1, :mod:`gdram.distributed`) the model is wrapped in
+``DistributedDataParallel``; each rank trains on its share of every epoch and validation metrics
+are summed over ranks.
 """
 
 from __future__ import annotations
 
-import csv
 import dataclasses
-import json
 import math
-import os
 import sys
 import time
 from collections.abc import Callable, Iterable
@@ -28,18 +26,22 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.distributed as dist
 from torch import nn
 from tqdm import tqdm
 
 from gdram.attention import run_policy
-from gdram.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from gdram.checkpoint import load_checkpoint, rng_state, set_rng_state
 from gdram.config import GDRAMConfig
 from gdram.data import DataSplits, TensorImages, batches, num_batches
+from gdram.distributed import any_over_ranks, barrier, current_distributed, resolve_device
 from gdram.evaluate import evaluation_totals, summarize
 from gdram.loss import border_loss, guidance_loss, hybrid_loss
+from gdram.metrics import Totals
 from gdram.model import GDRAM, create_model
-from gdram.plots import plot_learning_curve
+from gdram.runfiles import RunFiles
+
+# What a training epoch sums: each loss part times the batch size, right predictions, images.
+TRAIN_TOTALS = ("loss", "classification", "baseline", "reinforce", "correct", "count")
 
 
 class TrainingDiverged(RuntimeError):
@@ -111,57 +113,6 @@ class TrainSettings:
         return cls(**{name: value for name, value in values.items() if name != "policy"})
 
 
-@dataclass(frozen=True)
-class Distributed:
-    """This process's place in a ``torch.distributed`` job (rank 0 of 1 when not distributed)."""
-
-    rank: int = 0
-    world_size: int = 1
-    local_rank: int = 0
-
-    @property
-    def enabled(self) -> bool:
-        return self.world_size > 1
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
-
-def init_distributed(device: str = "auto") -> Distributed:
-    """Join the ``torchrun`` job described by the environment (``WORLD_SIZE`` > 1), if any.
-
-    Uses NCCL when the job runs on CUDA, gloo otherwise. Returns rank 0 of 1 outside ``torchrun``.
-    """
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    if world_size <= 1:
-        return Distributed()
-    if not dist.is_initialized():
-        cuda = device.startswith("cuda") or (device == "auto" and torch.cuda.is_available())
-        dist.init_process_group("nccl" if cuda else "gloo")
-    return Distributed(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
-
-
-def current_distributed() -> Distributed:
-    """The job this process already belongs to (``init_process_group`` called), or rank 0 of 1."""
-    if dist.is_available() and dist.is_initialized():
-        return Distributed(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
-    return Distributed()
-
-
-def resolve_device(name: str, place: Distributed = Distributed()) -> torch.device:
-    """``"auto"`` -> CUDA when available (this rank's GPU) else CPU; ``"cuda"`` without a GPU is an error."""
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    device = torch.device(name)
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ValueError("device 'cuda' was requested but no CUDA GPU is available")
-        if device.index is None:
-            device = torch.device("cuda", place.local_rank % torch.cuda.device_count())
-    return device
-
-
 def epoch_seed(seed: int, epoch: int, rank: int = 0) -> int:
     """Seed of an epoch's sampled moves on one rank (the data order uses ``seed + epoch``, rank-free)."""
     return (seed * 1_000_003 + epoch * 10_007 + rank) % (2**63)
@@ -209,7 +160,7 @@ class Trainer:
         self.best_epoch = 0
         self.history: list[dict[str, Any]] = []
         self.step_model = self._wrap(self.model)
-        self._writer = None
+        self.files = RunFiles(self.run_dir)
 
     # ------------------------------------------------------------------------------ construction
 
@@ -305,10 +256,8 @@ class Trainer:
         ``best_val_top1``, ``best_epoch``, ``epochs``, ``train_seconds``, ``run_dir``.
         """
         if self.place.is_main:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
-            _write_json(self.run_dir / "config.json", {"model": dataclasses.asdict(self.config),
-                                                       "train": dataclasses.asdict(self.settings),
-                                                       "data": self.data_spec})
+            self.files.start({"model": dataclasses.asdict(self.config), "train": dataclasses.asdict(self.settings),
+                              "data": self.data_spec})
             self._log(f"{self.data.describe()}; {self.config.variant} ({self.config.policy} policy), "
                       f"{sum(p.numel() for p in self.model.parameters()):,} parameters, on {self.device}"
                       + (f" x {self.place.world_size} processes" if self.place.enabled else ""))
@@ -319,15 +268,14 @@ class Trainer:
                     callback(self, record)
             return self.finish()
         finally:
-            if self._writer:
-                self._writer.close()
+            self.files.close()
 
     def train_epoch(self) -> dict[str, Any]:
         """One epoch: train, validate, step the scheduler, checkpoint; returns the epoch's metrics."""
         settings, epoch = self.settings, self.epoch + 1
         torch.manual_seed(epoch_seed(settings.seed, epoch, self.place.rank))
         self.step_model.train()
-        totals = torch.zeros(6, dtype=torch.float64)  # loss, classification, baseline, reinforce, correct, count
+        totals = Totals(TRAIN_TOTALS)
         start = time.perf_counter()
         pin = self.device.type == "cuda"
         steps = num_batches(self.data.train, settings.batch_size, True, self.place.world_size)
@@ -361,16 +309,16 @@ class Trainer:
             self.optimizer.step()
             batch = len(labels)
             correct = (result.logits.detach().argmax(1) == labels).sum()
-            values = torch.stack([parts.total.detach() * batch, parts.classification.detach() * batch,
-                                  parts.baseline.detach() * batch, parts.reinforce.detach() * batch,
-                                  correct.to(parts.total.dtype), torch.tensor(float(batch), device=self.device)])
-            totals += values.double().cpu()
+            totals.add(loss=parts.total.detach() * batch, classification=parts.classification.detach() * batch,
+                       baseline=parts.baseline.detach() * batch, reinforce=parts.reinforce.detach() * batch,
+                       correct=correct.to(parts.total.dtype), count=torch.tensor(float(batch), device=self.device))
             elapsed = time.perf_counter() - start
             bar.update()
-            bar.set_postfix(loss=f"{totals[0] / totals[5]:.3f}", acc=f"{totals[4] / totals[5]:.3f}",
-                            img_s=f"{totals[5] * self.place.world_size / elapsed:.0f}", refresh=False)
+            bar.set_postfix(loss=f"{totals['loss'] / totals['count']:.3f}",
+                            acc=f"{totals['correct'] / totals['count']:.3f}",
+                            img_s=f"{totals['count'] * self.place.world_size / elapsed:.0f}", refresh=False)
         bar.close()
-        totals = self._sum_over_ranks(totals)
+        totals = totals.over_ranks(self.place, self.device)
         seconds = time.perf_counter() - start
         validation = self.evaluate(self.data.val)
         sampled = self.evaluate(self.data.val, sample=True) if config.policy == "learned" else validation
@@ -379,11 +327,11 @@ class Trainer:
         record = {
             "epoch": epoch,
             "lr": self.optimizer.param_groups[0]["lr"],
-            "train_loss": float(totals[0] / totals[5]),
-            "train_classification": float(totals[1] / totals[5]),
-            "train_baseline": float(totals[2] / totals[5]),
-            "train_reinforce": float(totals[3] / totals[5]),
-            "train_top1": float(totals[4] / totals[5]),
+            "train_loss": totals["loss"] / totals["count"],
+            "train_classification": totals["classification"] / totals["count"],
+            "train_baseline": totals["baseline"] / totals["count"],
+            "train_reinforce": totals["reinforce"] / totals["count"],
+            "train_top1": totals["correct"] / totals["count"],
             "val_loss": validation["loss"],
             "val_top1": validation["top1"],
             "val_top5": validation["top5"],
@@ -392,18 +340,15 @@ class Trainer:
             "val_box_distance_px": validation["box_distance_px"],
             "val_border_share": validation["border_share"],
             "train_seconds": seconds,
-            "images_per_second": float(totals[5]) / seconds,
+            "images_per_second": totals["count"] / seconds,
         }
         self.history.append(record)
         improved = validation["top1"] > self.best_accuracy
         if improved:
             self.best_accuracy, self.best_epoch = validation["top1"], epoch
         if self.place.is_main:
-            state = self.state()
-            save_checkpoint(state, self.run_dir / "last.pt")
-            if improved:
-                save_checkpoint(state, self.run_dir / "best.pt")
-            self._write_metrics(record)
+            self.files.checkpoint(self.state(), best=improved)
+            self.files.metrics(self.history)
             hits = "" if record["val_hit_rate"] is None else f" hit {record['val_hit_rate']:.2f}"
             self._log(f"epoch {epoch}/{settings.epochs}: loss {record['train_loss']:.4f} "
                       f"train {record['train_top1']:.4f} val {record['val_top1']:.4f}{hits} "
@@ -412,33 +357,22 @@ class Trainer:
         return record
 
     def _check_finite(self, loss: torch.Tensor, epoch: int, step: int) -> None:
-        bad = (~torch.isfinite(loss.detach())).float().reshape(1)
-        if self.place.enabled:
-            dist.all_reduce(bad, op=dist.ReduceOp.MAX)
-        if bad.item():
+        if any_over_ranks(~torch.isfinite(loss.detach()), self.place):
             kept = f"{self.run_dir / 'last.pt'} (epoch {self.epoch})" if self.epoch else "none (first epoch)"
             raise TrainingDiverged(f"the loss became {loss.item()} at epoch {epoch}, step {step + 1}; "
                                    f"stopped. Last good checkpoint: {kept}. Try a lower --lr or --grad-clip.")
-
-    def _sum_over_ranks(self, totals: torch.Tensor) -> torch.Tensor:
-        if not self.place.enabled:
-            return totals
-        reduced = totals.to(self.device)
-        dist.all_reduce(reduced)
-        return reduced.cpu()
 
     def evaluate(self, dataset, fast: bool = False, sample: bool = False) -> dict[str, float | None]:
         """:func:`gdram.evaluate.summarize` of ``dataset`` under the run's policy, shared out over the ranks."""
         totals = evaluation_totals(self.model, dataset, self.settings.eval_batch_size, self.device, fast,
                                    self.place.rank, self.place.world_size, self.settings.amp, self.settings.num_workers,
                                    sample)
-        return summarize(self._sum_over_ranks(totals))
+        return summarize(totals.over_ranks(self.place, self.device))
 
     def finish(self) -> dict[str, Any]:
         """Evaluate ``best.pt`` on the test split, write ``summary.json``, print the one-line summary."""
         best_path = self.run_dir / "best.pt"
-        if self.place.enabled:
-            dist.barrier()
+        barrier(self.place)
         if best_path.is_file():
             self.model.load_state_dict(load_checkpoint(best_path, map_location=self.device)["model"])
         test = self.evaluate(self.data.test)
@@ -461,7 +395,7 @@ class Trainer:
             "run_dir": str(self.run_dir),
         }
         if self.place.is_main:
-            _write_json(self.run_dir / "summary.json", summary)
+            self.files.summary(summary)
         return summary
 
     # ----------------------------------------------------------------------------------- output
@@ -471,34 +405,6 @@ class Trainer:
         if self.place.is_main:
             tqdm.write(message, file=sys.stderr)
 
-    def _write_metrics(self, record: dict[str, Any]) -> None:
-        """Rewrite ``metrics.jsonl``/``metrics.csv`` from the history (so a resumed run has no stale rows)."""
-        lines = "".join(json.dumps(item) + "\n" for item in self.history)
-        _write_text(self.run_dir / "metrics.jsonl", lines)
-        temporary = self.run_dir / ".metrics.csv.tmp"
-        with open(temporary, "w", newline="") as file:
-            writer = csv.DictWriter(file, fieldnames=list(record))
-            writer.writeheader()
-            writer.writerows(self.history)
-        os.replace(temporary, self.run_dir / "metrics.csv")
-        plot_learning_curve(self.history, self.run_dir / "learning_curve.png")
-        writer = self._tensorboard()
-        if writer is not None:
-            for key, value in record.items():
-                if key != "epoch" and value is not None:
-                    writer.add_scalar(key, value, record["epoch"])
-            writer.flush()
-
-    def _tensorboard(self):
-        if self._writer is None:
-            try:
-                from torch.utils.tensorboard import SummaryWriter
-            except ImportError:  # TensorBoard is optional
-                self._writer = False
-            else:
-                self._writer = SummaryWriter(str(self.run_dir / "tensorboard"))
-        return self._writer or None
-
 
 def _check_compatible(config: GDRAMConfig, data: DataSplits) -> None:
     expected = (data.num_classes, data.in_channels, tuple(data.image_size))
@@ -506,13 +412,3 @@ def _check_compatible(config: GDRAMConfig, data: DataSplits) -> None:
     if expected != actual:
         raise ValueError(f"the model expects (classes, channels, image size) {actual} but the data set "
                          f"{data.name} has {expected}")
-
-
-def _write_text(path: Path, text: str) -> None:
-    temporary = path.with_name(f".{path.name}.tmp")
-    temporary.write_text(text)
-    os.replace(temporary, path)
-
-
-def _write_json(path: Path, value: Any) -> None:
-    _write_text(path, json.dumps(value, indent=2) + "\n")
