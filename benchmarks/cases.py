@@ -11,9 +11,9 @@ from dataclasses import dataclass, replace
 
 import torch
 
+from gdram_ext import MODES
 from gdram_ext.baselines import PEERS
 
-MODES = ("bilinear", "area")
 KINDS = ("fwd", "fwdbwd")
 CONTIGUOUS, CHANNELS_LAST = "contiguous", "channels_last"
 """Memory layouts of the images: NCHW (``torch.contiguous_format``) and NHWC (``torch.channels_last``)."""

@@ -13,8 +13,8 @@ Glimpse check_arguments(
     int64_t size,
     int64_t num_scales,
     double scale_factor,
-    double base_size,
-    std::string_view mode) {
+    std::string_view mode,
+    double base_size) {
   TORCH_CHECK(images.dim() == 4, "retina_glimpse: images must have shape (B, C, H, W), got ", images.sizes());
   const auto dtype = images.scalar_type();
   TORCH_CHECK(
@@ -72,9 +72,9 @@ Glimpse check_backward_arguments(
     int64_t size,
     int64_t num_scales,
     double scale_factor,
-    double base_size,
-    std::string_view mode) {
-  const Glimpse glimpse = check_arguments(images, locations, size, num_scales, scale_factor, base_size, mode);
+    std::string_view mode,
+    double base_size) {
+  const Glimpse glimpse = check_arguments(images, locations, size, num_scales, scale_factor, mode, base_size);
   const std::vector<int64_t> expected{images.size(0), num_scales * images.size(1), size, size};
   TORCH_CHECK(
       grad_output.sizes() == c10::IntArrayRef(expected),
@@ -90,10 +90,10 @@ Glimpse check_backward_arguments(
 TORCH_LIBRARY(gdram_ext, m) {
   m.def(
       "retina_glimpse(Tensor images, Tensor locations, int size, int num_scales, float scale_factor, "
-      "float base_size, str mode) -> Tensor");
+      "str mode, float base_size) -> Tensor");
   m.def(
       "retina_glimpse_backward(Tensor grad_output, Tensor images, Tensor locations, int size, int num_scales, "
-      "float scale_factor, float base_size, str mode, bool images_grad, bool locations_grad) -> (Tensor, Tensor)");
+      "float scale_factor, str mode, float base_size, bool images_grad, bool locations_grad) -> (Tensor, Tensor)");
 }
 
 }  // namespace gdram_ext

@@ -1,6 +1,15 @@
 // The retina glimpse operator: declarations shared by the dispatcher registration and the
-// CPU and CUDA kernels, and the index math that the forward and backward kernels of both
-// devices share (host/device inline functions).
+// CPU and CUDA kernels, and the geometry and per-cell math they share (host/device inline functions).
+//
+// What is shared. Every kernel places its cells with the functions here (glimpse_start,
+// bilinear_taps, area_span, area_overlap, pixel_at), so all devices agree on where a cell lies and
+// which pixels it reads. The per-cell arithmetic below them (bilinear_value, area_value, their
+// slopes and scatters) serves the CUDA kernels, which compute one output cell per thread, and the
+// CPU backward. The CPU forward does not use the per-cell values: it has its own vectorised path
+// (cpu/retina_glimpse_kernel.cpp) that computes a (sample, scale)'s taps or coverage weights once
+// for every channel and reads a cell's two horizontal taps as one pixel pair, several cells per
+// SSE/AVX2 step, which a function of one cell cannot do. The tests hold every path to the same
+// reference (gdram_ext/reference.py).
 //
 // Geometry. Pixel i of an axis of `extent` pixels spans [i, i + 1). A normalised coordinate
 // u in [-1, 1] maps to the continuous pixel coordinate (u + 1) / 2 * extent. Scale s covers a
@@ -220,8 +229,8 @@ Glimpse check_arguments(
     int64_t size,
     int64_t num_scales,
     double scale_factor,
-    double base_size,
-    std::string_view mode);
+    std::string_view mode,
+    double base_size);
 
 // Checks of a backward call: the forward's, plus grad_output's shape.
 Glimpse check_backward_arguments(
@@ -231,7 +240,7 @@ Glimpse check_backward_arguments(
     int64_t size,
     int64_t num_scales,
     double scale_factor,
-    double base_size,
-    std::string_view mode);
+    std::string_view mode,
+    double base_size);
 
 }  // namespace gdram_ext

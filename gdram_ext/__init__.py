@@ -5,8 +5,9 @@
 """
 
 from gdram_ext import reference
+from gdram_ext.contract import MODES
 from gdram_ext.module import RetinaGlimpse
 from gdram_ext.ops import Backend, backend, retina_glimpse
 
-__all__ = ["Backend", "RetinaGlimpse", "backend", "reference", "retina_glimpse"]
+__all__ = ["MODES", "Backend", "RetinaGlimpse", "backend", "reference", "retina_glimpse"]
 __version__ = "0.1.0"

@@ -32,8 +32,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from gdram_ext import reference
-from gdram_ext.ops import retina_glimpse
+from gdram_ext import MODES, reference, retina_glimpse
+from gdram_ext.contract import scale_sides
 
 GlimpseFn = Callable[..., torch.Tensor]
 
@@ -66,9 +66,9 @@ def naive_crop(
     Returns:
         (B, num_scales * C, size, size), scale-major.
     """
-    _require_mode("naive_crop", mode, ("bilinear", "area"))
+    _require_mode("naive_crop", mode, MODES)
     height, width = images.shape[-2:]
-    sides = [round(side) for side in reference.scale_sides(size, num_scales, scale_factor, base_size)]
+    sides = [round(side) for side in scale_sides(size, num_scales, scale_factor, base_size)]
     margin = max(sides) // 2 + 1
     crops: list[list[torch.Tensor]] = [[] for _ in sides]
     for image, (x, y) in zip(images, locations.tolist(), strict=True):
@@ -108,7 +108,7 @@ def grid_sample_per_scale(
     _require_mode("grid_sample_per_scale", mode, ("bilinear",))
     batch, channels, height, width = images.shape
     glimpses = []
-    for side in reference.scale_sides(size, num_scales, scale_factor, base_size):
+    for side in scale_sides(size, num_scales, scale_factor, base_size):
         theta = torch.zeros(batch, 2, 3, dtype=images.dtype, device=images.device)
         theta[:, 0, 0] = side / width
         theta[:, 1, 1] = side / height
@@ -138,7 +138,7 @@ def grid_sample_vectorised(
     """
     _require_mode("grid_sample_vectorised", mode, ("bilinear",))
     batch, channels, height, width = images.shape
-    sides = reference.scale_sides(size, num_scales, scale_factor, base_size)
+    sides = scale_sides(size, num_scales, scale_factor, base_size)
     scale = images.new_tensor([[side / width, side / height] for side in sides])  # (S, 2)
     theta = torch.zeros(batch, num_scales, 2, 3, dtype=images.dtype, device=images.device)
     theta[..., 0, 0] = scale[:, 0]
@@ -197,9 +197,9 @@ def roi_align_glimpse(
     """
     from torchvision.ops import roi_align
 
-    _require_mode("roi_align_glimpse", mode, ("bilinear", "area"))
+    _require_mode("roi_align_glimpse", mode, MODES)
     batch, channels, height, width = images.shape
-    half = images.new_tensor(reference.scale_sides(size, num_scales, scale_factor, base_size)) / 2  # (S,)
+    half = images.new_tensor(scale_sides(size, num_scales, scale_factor, base_size)) / 2  # (S,)
     centre = (locations.to(images.dtype) + 1) * images.new_tensor([width / 2, height / 2])  # (B, 2)
     index = torch.arange(batch, dtype=images.dtype, device=images.device)
     boxes = torch.stack(
@@ -234,12 +234,12 @@ class Peer:
 PEERS: dict[str, Peer] = {
     peer.name: peer
     for peer in (
-        Peer("naive_crop", naive_crop, ("bilinear", "area"), False),
+        Peer("naive_crop", naive_crop, MODES, False),
         Peer("grid_sample_per_scale", grid_sample_per_scale, ("bilinear",), True),
         Peer("grid_sample_vectorised", grid_sample_vectorised, ("bilinear",), True),
         Peer("coverage_einsum", coverage_einsum, ("area",), True),
-        Peer("roi_align", roi_align_glimpse, ("bilinear", "area"), False),
-        Peer("fused", retina_glimpse, ("bilinear", "area"), True),
+        Peer("roi_align", roi_align_glimpse, MODES, False),
+        Peer("fused", retina_glimpse, MODES, True),
     )
 }
 """Every implementation the suite compares, by name; ``"fused"`` is the operator under test."""

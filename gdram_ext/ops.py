@@ -19,6 +19,7 @@ from typing import NamedTuple
 import torch
 
 from gdram_ext import reference
+from gdram_ext.contract import base_side
 from gdram_ext.validation import check_arguments
 
 PACKAGE_DIR = Path(__file__).resolve().parent
@@ -132,16 +133,15 @@ def retina_glimpse(
     """
     check_arguments(images, locations, size, num_scales, scale_factor, mode, base_size)
     if not _has_kernel(images.device):
-        return reference.retina_glimpse(images, locations, size, num_scales, scale_factor, mode, base_size)
-    base = float(size) if base_size is None else float(base_size)
+        return reference.glimpse(images, locations, size, num_scales, scale_factor, mode, base_size)
     return torch.ops.gdram_ext.retina_glimpse.default(
-        images, locations, int(size), int(num_scales), float(scale_factor), base, mode
+        images, locations, int(size), int(num_scales), float(scale_factor), mode, base_side(size, base_size)
     )
 
 
 if _C is not None:
 
-    def _check_fake(images, locations, size, num_scales, scale_factor, base_size, mode) -> None:
+    def _check_fake(images, locations, size, num_scales, scale_factor, mode, base_size) -> None:
         """The kernels' checks, for calls that reach the fake (meta) implementation: same
         exception type (``RuntimeError``) and the same argument named."""
         try:
@@ -150,16 +150,16 @@ if _C is not None:
             raise RuntimeError(f"retina_glimpse: {error}") from error
 
     @torch.library.register_fake("gdram_ext::retina_glimpse")
-    def _fake_forward(images, locations, size, num_scales, scale_factor, base_size, mode):
-        _check_fake(images, locations, size, num_scales, scale_factor, base_size, mode)
+    def _fake_forward(images, locations, size, num_scales, scale_factor, mode, base_size):
+        _check_fake(images, locations, size, num_scales, scale_factor, mode, base_size)
         batch, channels = images.shape[:2]
         return images.new_empty((batch, num_scales * channels, size, size))
 
     @torch.library.register_fake("gdram_ext::retina_glimpse_backward")
     def _fake_backward(
-        grad_output, images, locations, size, num_scales, scale_factor, base_size, mode, images_grad, locations_grad
+        grad_output, images, locations, size, num_scales, scale_factor, mode, base_size, images_grad, locations_grad
     ):
-        _check_fake(images, locations, size, num_scales, scale_factor, base_size, mode)
+        _check_fake(images, locations, size, num_scales, scale_factor, mode, base_size)
         expected = (images.shape[0], num_scales * images.shape[1], size, size)
         torch._check(
             tuple(grad_output.shape) == expected and grad_output.device == images.device,

@@ -16,13 +16,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from gdram_ext.contract import scale_sides
 from gdram_ext.validation import check_arguments
-
-
-def scale_sides(size: int, num_scales: int, scale_factor: float, base_size: float | None) -> list[float]:
-    """Side, in pixels, of the square covered by each scale: ``base_size * scale_factor**i``."""
-    base = float(size) if base_size is None else float(base_size)
-    return [base * float(scale_factor) ** i for i in range(num_scales)]
 
 
 def _valid_locations(locations: torch.Tensor, height: int, width: int, largest_side: float) -> torch.Tensor:
@@ -91,6 +86,19 @@ def retina_glimpse(
         (B, num_scales * C, size, size), scale-major, dtype of ``images``.
     """
     check_arguments(images, locations, size, num_scales, scale_factor, mode, base_size)
+    return glimpse(images, locations, size, num_scales, scale_factor, mode, base_size)
+
+
+def glimpse(
+    images: torch.Tensor,
+    locations: torch.Tensor,
+    size: int,
+    num_scales: int,
+    scale_factor: float,
+    mode: str,
+    base_size: float | None,
+) -> torch.Tensor:
+    """:func:`retina_glimpse` on arguments already checked (the wrapper's fallback checks them once)."""
     sides = scale_sides(size, num_scales, scale_factor, base_size)
     out_dtype = images.dtype
     compute = torch.float32 if images.dtype in (torch.float16, torch.bfloat16) else images.dtype

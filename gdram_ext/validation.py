@@ -11,7 +11,8 @@ import numbers
 
 import torch
 
-MODES = ("bilinear", "area")
+from gdram_ext.contract import MODES, base_side
+
 IMAGE_DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
 
 
@@ -60,9 +61,8 @@ def check_hyperparameters(size: int, num_scales: int, scale_factor: float, mode:
         raise ValueError(f"base_size must be None or a finite number > 0, got {base_size!r}")
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
-    base = float(size if base_size is None else base_size)
     try:
-        last = base * float(scale_factor) ** (num_scales - 1)
+        last = base_side(size, base_size) * float(scale_factor) ** (num_scales - 1)
     except OverflowError:
         last = math.inf
     if not (math.isfinite(last) and last > 0):

@@ -16,9 +16,7 @@ import pytest
 import torch
 
 import gdram_ext
-from gdram_ext import Backend, backend, retina_glimpse
-
-MODES = ("bilinear", "area")
+from gdram_ext import MODES, Backend, backend, retina_glimpse
 
 # Two ways for the extension to be missing: not importable at all (no compiler at install
 # time), or found but failing to load (an ABI mismatch: the loader raises ImportError).
@@ -52,7 +50,7 @@ with warnings.catch_warnings(record=True) as caught:
 
     inputs = torch.load(sys.argv[1])
     results = {{}}
-    for mode in ("bilinear", "area"):
+    for mode in gdram_ext.MODES:
         images = inputs["images"].clone().requires_grad_()
         locations = inputs["locations"].clone().requires_grad_()
         out = gdram_ext.retina_glimpse(images, locations, 5, 3, 1.5, mode, 3.0)

@@ -14,9 +14,8 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gdram_ext import RetinaGlimpse, reference, retina_glimpse
+from gdram_ext import MODES, RetinaGlimpse, reference, retina_glimpse
 
-MODES = ("bilinear", "area")
 HYPOTHESIS = settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 

@@ -8,9 +8,8 @@ import pytest
 import torch
 from torch.library import opcheck
 
-from gdram_ext import backend, reference, retina_glimpse
+from gdram_ext import MODES, backend, reference, retina_glimpse
 
-MODES = ("bilinear", "area")
 DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
 
 pytestmark = [
@@ -101,7 +100,7 @@ def test_gradcheck_passes_on_cuda(mode: str) -> None:
 def test_opcheck_passes_on_cuda(mode: str) -> None:
     images = torch.randn(2, 3, 8, 9, dtype=torch.float64, device="cuda", requires_grad=True)
     locations = random_locations(2).cuda().requires_grad_()
-    opcheck(torch.ops.gdram_ext.retina_glimpse.default, (images, locations, 4, 2, 2.0, 4.0, mode))
+    opcheck(torch.ops.gdram_ext.retina_glimpse.default, (images, locations, 4, 2, 2.0, mode, 4.0))
 
 
 @cuda_kernels
@@ -138,10 +137,10 @@ def test_cuda_rejects_images_and_locations_on_different_devices() -> None:
 def test_cuda_raw_op_rejects_images_and_locations_on_different_devices() -> None:
     images = torch.randn(2, 1, 8, 8, device="cuda")
     with pytest.raises(RuntimeError, match=r"\bdevice\b"):
-        torch.ops.gdram_ext.retina_glimpse.default(images, torch.zeros(2, 2), 4, 2, 2.0, 4.0, "bilinear")
+        torch.ops.gdram_ext.retina_glimpse.default(images, torch.zeros(2, 2), 4, 2, 2.0, "bilinear", 4.0)
     with pytest.raises(RuntimeError, match=r"\bdevice\b"):
         torch.ops.gdram_ext.retina_glimpse.default(
-            images.cpu(), torch.zeros(2, 2, device="cuda"), 4, 2, 2.0, 4.0, "area"
+            images.cpu(), torch.zeros(2, 2, device="cuda"), 4, 2, 2.0, "area", 4.0
         )
 
 

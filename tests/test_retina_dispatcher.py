@@ -6,9 +6,8 @@ import pytest
 import torch
 from torch.library import opcheck
 
-from gdram_ext import backend, retina_glimpse
+from gdram_ext import MODES, backend, retina_glimpse
 
-MODES = ("bilinear", "area")
 OP_NAME = "gdram_ext::retina_glimpse"
 
 compiled_only = pytest.mark.skipif(
@@ -21,7 +20,7 @@ def test_operator_is_registered_with_the_documented_schema() -> None:
     schema = str(torch.ops.gdram_ext.retina_glimpse.default._schema)
     assert schema == (
         "gdram_ext::retina_glimpse(Tensor images, Tensor locations, int size, int num_scales, "
-        "float scale_factor, float base_size, str mode) -> Tensor"
+        "float scale_factor, str mode, float base_size) -> Tensor"
     )
 
 
@@ -41,11 +40,11 @@ def test_wrapper_dispatches_to_the_registered_operator() -> None:
     images = torch.randn(1, 1, 6, 6, dtype=torch.float64)
     locations = torch.zeros(1, 2, dtype=torch.float64)
     out = retina_glimpse(images, locations, 3, 2, 1.5, "area", 2.0)
-    direct = torch.ops.gdram_ext.retina_glimpse.default(images, locations, 3, 2, 1.5, 2.0, "area")
+    direct = torch.ops.gdram_ext.retina_glimpse.default(images, locations, 3, 2, 1.5, "area", 2.0)
     torch.testing.assert_close(out, direct, atol=0, rtol=0)
     # base_size=None resolves to size.
     out = retina_glimpse(images, locations, 3, 2, 1.5, "bilinear")
-    direct = torch.ops.gdram_ext.retina_glimpse.default(images, locations, 3, 2, 1.5, 3.0, "bilinear")
+    direct = torch.ops.gdram_ext.retina_glimpse.default(images, locations, 3, 2, 1.5, "bilinear", 3.0)
     torch.testing.assert_close(out, direct, atol=0, rtol=0)
 
 
@@ -72,7 +71,7 @@ def test_opcheck_passes_with_grad_on_both_inputs(
     if channels_last:
         images = images.contiguous(memory_format=torch.channels_last)
     locations = torch.rand(shape[0], 2, dtype=torch.float64) * 2.4 - 1.2
-    args = (images.requires_grad_(), locations.requires_grad_(), size, num_scales, scale_factor, base_size, mode)
+    args = (images.requires_grad_(), locations.requires_grad_(), size, num_scales, scale_factor, mode, base_size)
     opcheck(torch.ops.gdram_ext.retina_glimpse.default, args)
 
 
@@ -80,7 +79,7 @@ def test_opcheck_passes_with_grad_on_both_inputs(
 def test_opcheck_passes_for_float32_without_grad(mode: str) -> None:
     images = torch.randn(2, 2, 7, 10)
     locations = torch.rand(2, 2) - 0.5
-    opcheck(torch.ops.gdram_ext.retina_glimpse.default, (images, locations, 3, 2, 2.0, 3.0, mode))
+    opcheck(torch.ops.gdram_ext.retina_glimpse.default, (images, locations, 3, 2, 2.0, mode, 3.0))
 
 
 @pytest.mark.parametrize(("images_grad", "locations_grad"), [(True, True), (True, False), (False, True)])
@@ -89,7 +88,7 @@ def test_opcheck_passes_for_the_backward_operator(images_grad: bool, locations_g
     locations = torch.rand(2, 2, dtype=torch.float64) - 0.5
     grad_output = torch.randn(2, 6, 4, 4, dtype=torch.float64)
     for mode in MODES:
-        args = (grad_output, images, locations, 4, 2, 2.0, 4.0, mode, images_grad, locations_grad)
+        args = (grad_output, images, locations, 4, 2, 2.0, mode, 4.0, images_grad, locations_grad)
         opcheck(torch.ops.gdram_ext.retina_glimpse_backward.default, args)
 
 

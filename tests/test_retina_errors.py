@@ -13,9 +13,8 @@ import numpy as np
 import pytest
 import torch
 
-from gdram_ext import RetinaGlimpse, reference, retina_glimpse
+from gdram_ext import MODES, RetinaGlimpse, reference, retina_glimpse
 
-MODES = ("bilinear", "area")
 RAW = torch.ops.gdram_ext.retina_glimpse.default
 RAW_BACKWARD = torch.ops.gdram_ext.retina_glimpse_backward.default
 
@@ -135,8 +134,8 @@ def test_wrapper_checks_only_metadata_so_it_runs_on_meta_tensors(mode: str) -> N
 
 
 def raw_arguments() -> list:
-    # Schema order: images, locations, size, num_scales, scale_factor, base_size, mode.
-    return [torch.randn(2, 3, 8, 9), torch.zeros(2, 2), 4, 2, 2.0, 4.0, "bilinear"]
+    # Schema order (the wrapper's): images, locations, size, num_scales, scale_factor, mode, base_size.
+    return [torch.randn(2, 3, 8, 9), torch.zeros(2, 2), 4, 2, 2.0, "bilinear", 4.0]
 
 
 RAW_BAD_ARGUMENTS = [
@@ -154,10 +153,10 @@ RAW_BAD_ARGUMENTS = [
     ("scale_factor-0", 4, 0.0, "scale_factor"),
     ("scale_factor-nan", 4, math.nan, "scale_factor"),
     ("scale_factor-inf", 4, math.inf, "scale_factor"),
-    ("base_size-negative", 5, -1.0, "base_size"),
-    ("base_size-nan", 5, math.nan, "base_size"),
-    ("base_size-inf", 5, math.inf, "base_size"),
-    ("mode-unknown", 6, "nearest", "mode"),
+    ("base_size-negative", 6, -1.0, "base_size"),
+    ("base_size-nan", 6, math.nan, "base_size"),
+    ("base_size-inf", 6, math.inf, "base_size"),
+    ("mode-unknown", 5, "nearest", "mode"),
     ("last-side-overflows", 3, 5000, "scale_factor"),
 ]
 
@@ -186,7 +185,7 @@ def test_raw_op_with_images_and_locations_on_different_devices_raises_a_runtime_
         pytest.param(0, torch.empty(2, 3, 8, 9, dtype=torch.int32, device="meta"), "images", id="images-int"),
         pytest.param(1, torch.empty(5, 2, device="meta"), "batch", id="batch-mismatch"),
         pytest.param(2, 0, "size", id="size-0"),
-        pytest.param(6, "nearest", "mode", id="mode-unknown"),
+        pytest.param(5, "nearest", "mode", id="mode-unknown"),
     ],
 )
 def test_raw_op_on_meta_tensors_rejects_bad_arguments_like_the_cpu_kernel(
@@ -217,6 +216,6 @@ def test_raw_backward_op_on_meta_tensors_rejects_a_wrong_grad_output_shape_like_
 
 def test_raw_backward_op_checks_the_forward_arguments_too() -> None:
     images, locations, *hyper = raw_arguments()
-    hyper[-1] = "nearest"
+    hyper[3] = "nearest"
     with pytest.raises(RuntimeError, match=r"\bmode\b"):
         RAW_BACKWARD(torch.zeros(2, 6, 4, 4), images, locations, *hyper, True, True)

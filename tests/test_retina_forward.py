@@ -19,9 +19,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import gdram_ext
-from gdram_ext import RetinaGlimpse, reference, retina_glimpse
+from gdram_ext import MODES, RetinaGlimpse, reference, retina_glimpse
 
-MODES = ("bilinear", "area")
 LAYOUTS = ("contiguous", "channels_last", "transposed", "strided", "expanded")
 HYPOTHESIS = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

@@ -592,9 +592,9 @@ at::Tensor retina_glimpse_cpu(
     int64_t size,
     int64_t num_scales,
     double scale_factor,
-    double base_size,
-    std::string_view mode) {
-  const Glimpse glimpse = check_arguments(images, locations, size, num_scales, scale_factor, base_size, mode);
+    std::string_view mode,
+    double base_size) {
+  const Glimpse glimpse = check_arguments(images, locations, size, num_scales, scale_factor, mode, base_size);
   TORCH_CHECK(images.device().is_cpu(), "retina_glimpse (CPU kernel): images must be on the CPU");
   at::Tensor output = at::empty({images.size(0), num_scales * images.size(1), size, size}, images.options());
   if (output.numel() == 0) return output;
@@ -776,12 +776,12 @@ std::tuple<at::Tensor, at::Tensor> retina_glimpse_backward_cpu(
     int64_t size,
     int64_t num_scales,
     double scale_factor,
-    double base_size,
     std::string_view mode,
+    double base_size,
     bool images_grad,
     bool locations_grad) {
   const Glimpse glimpse =
-      check_backward_arguments(grad_output, images, locations, size, num_scales, scale_factor, base_size, mode);
+      check_backward_arguments(grad_output, images, locations, size, num_scales, scale_factor, mode, base_size);
   TORCH_CHECK(images.device().is_cpu(), "retina_glimpse_backward (CPU kernel): images must be on the CPU");
   const auto acc_type = at::toOpMathType(images.scalar_type());
   // Uninitialised: every task zeroes the planes it owns before scattering into them.

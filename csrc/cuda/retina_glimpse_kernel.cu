@@ -60,7 +60,7 @@ Layout make_layout(const at::Tensor& images, const Glimpse& glimpse) {
       glimpse.num_scales};
 }
 
-// Everything a cell needs: its scale's geometry and where its sample's image plane starts.
+// A scale's square for one sample: its left and top edges and its cell side, in pixels.
 struct CellGeometry {
   double start_x, start_y, cell;
 };
@@ -183,9 +183,9 @@ at::Tensor retina_glimpse_cuda(
     int64_t size,
     int64_t num_scales,
     double scale_factor,
-    double base_size,
-    std::string_view mode) {
-  const Glimpse glimpse = check_arguments(images, locations, size, num_scales, scale_factor, base_size, mode);
+    std::string_view mode,
+    double base_size) {
+  const Glimpse glimpse = check_arguments(images, locations, size, num_scales, scale_factor, mode, base_size);
   TORCH_CHECK(images.is_cuda(), "retina_glimpse (CUDA kernel): images must be on a CUDA device");
   const c10::cuda::CUDAGuard guard(images.device());
   at::Tensor output = at::empty({images.size(0), num_scales * images.size(1), size, size}, images.options());
@@ -214,12 +214,12 @@ std::tuple<at::Tensor, at::Tensor> retina_glimpse_backward_cuda(
     int64_t size,
     int64_t num_scales,
     double scale_factor,
-    double base_size,
     std::string_view mode,
+    double base_size,
     bool images_grad,
     bool locations_grad) {
   const Glimpse glimpse =
-      check_backward_arguments(grad_output, images, locations, size, num_scales, scale_factor, base_size, mode);
+      check_backward_arguments(grad_output, images, locations, size, num_scales, scale_factor, mode, base_size);
   TORCH_CHECK(images.is_cuda(), "retina_glimpse_backward (CUDA kernel): images must be on a CUDA device");
   at::globalContext().alertNotDeterministic("retina_glimpse_backward_cuda");
   const c10::cuda::CUDAGuard guard(images.device());

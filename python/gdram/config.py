@@ -13,8 +13,9 @@ import math
 from dataclasses import dataclass
 from typing import NamedTuple
 
+from gdram_ext.contract import MODES as RETINA_MODES
+
 VARIANTS = ("gdram", "dram", "gram", "ram", "ram-dl", "cnn")
-RETINA_MODES = ("bilinear", "area")
 CONTEXT_MODES = ("nearest", "bilinear", "area")
 RECIPES = ("paper", "robust")
 POLICY_TRAINS = ("emission", "where")

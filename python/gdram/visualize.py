@@ -16,6 +16,7 @@ import torch
 from PIL import Image, ImageDraw, ImageFont
 
 from gdram.model import GDRAM
+from gdram_ext.contract import scale_sides
 
 CORRECT = (40, 220, 60)
 WRONG = (235, 50, 50)
@@ -27,8 +28,7 @@ MAX_PICTURE_PIXELS = 1 << 26  # over all frames: about 200 MB of RGB, whatever t
 def glimpse_sides(model: GDRAM) -> list[float]:
     """Side, in pixels, of the square each retina scale covers (smallest first)."""
     config = model.config
-    base = config.retina_base_size or float(config.glimpse_size)
-    return [base * config.scale_factor**scale for scale in range(config.num_scales)]
+    return scale_sides(config.glimpse_size, config.num_scales, config.scale_factor, config.retina_base_size)
 
 
 @torch.no_grad()
