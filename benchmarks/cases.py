@@ -11,8 +11,8 @@ from dataclasses import dataclass, replace
 
 import torch
 
+from benchmarks.peers import PEERS
 from gdram_ext import MODES
-from gdram_ext.baselines import PEERS
 
 KINDS = ("fwd", "fwdbwd")
 CONTIGUOUS, CHANNELS_LAST = "contiguous", "channels_last"

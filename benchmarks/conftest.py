@@ -10,14 +10,11 @@
 from __future__ import annotations
 
 import os
-import platform
 
 import pytest
 import torch
 
-from benchmarks.harness import backend_info, bench_threads, require_compiled
-
-FULL_ENV = "GDRAM_BENCH_FULL"
+from benchmarks.harness import FULL_ENV, backend_info, bench_threads, cpu_model, full_sweep, gpu_name, require_compiled
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -39,28 +36,6 @@ def pytest_configure(config: pytest.Config) -> None:
 
 def pytest_report_header(config: pytest.Config) -> str:
     return f"gdram_ext: {backend_info()}"
-
-
-def full_sweep(config: pytest.Config) -> bool:
-    """Whether the full sweeps were asked for, by ``--full`` or ``GDRAM_BENCH_FULL=1``."""
-    return bool(config.getoption("full")) or os.environ.get(FULL_ENV, "") not in ("", "0")
-
-
-def cpu_model() -> str:
-    """The CPU's model name from /proc/cpuinfo, else what ``platform`` knows."""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as cpuinfo:
-            for line in cpuinfo:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def gpu_name() -> str:
-    """The CUDA device's name, or ``"none"``."""
-    return torch.cuda.get_device_name() if torch.cuda.is_available() else "none"
 
 
 def pytest_benchmark_update_machine_info(config: pytest.Config, machine_info: dict[str, object]) -> None:

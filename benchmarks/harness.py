@@ -1,4 +1,5 @@
-"""What a benchmark times and measures: implementations by name, synchronised calls, memory.
+"""What a benchmark times and measures: implementations by name, synchronised calls, memory, and
+what the suite records about its run (sweep, threads, machine, backend).
 
 GPU calls are followed by ``torch.cuda.synchronize()`` inside the timed function, so that the
 clock pytest-benchmark reads after a call includes the kernels it launched; every timed function
@@ -8,23 +9,48 @@ is warmed up (compilation, allocator, first-call dispatch) before the clock star
 from __future__ import annotations
 
 import os
+import platform
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
 import torch
 
 import gdram_ext
 from benchmarks.cases import FUSED_COMPILED
+from benchmarks.peers import PEERS, GlimpseFn
 from gdram_ext import retina_glimpse
-from gdram_ext.baselines import PEERS, GlimpseFn
 
 WARMUP_CALLS = 3
 THREADS_ENV = "GDRAM_BENCH_THREADS"
+FULL_ENV = "GDRAM_BENCH_FULL"
 
 
 def bench_threads() -> int:
     """CPU threads the suite pins torch to: ``$GDRAM_BENCH_THREADS``, else every core this process may use."""
     return int(os.environ.get(THREADS_ENV, len(os.sched_getaffinity(0))))
+
+
+def full_sweep(config: pytest.Config) -> bool:
+    """Whether the full sweeps were asked for, by ``--full`` or ``GDRAM_BENCH_FULL=1``."""
+    return bool(config.getoption("full")) or os.environ.get(FULL_ENV, "") not in ("", "0")
+
+
+def cpu_model() -> str:
+    """The CPU's model name from /proc/cpuinfo, else what ``platform`` knows."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as cpuinfo:
+            for line in cpuinfo:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def gpu_name() -> str:
+    """The CUDA device's name, or ``"none"``."""
+    return torch.cuda.get_device_name() if torch.cuda.is_available() else "none"
 
 
 def backend_info() -> dict[str, object]:
@@ -50,7 +76,7 @@ def require_compiled() -> None:
 
 
 def implementation(name: str) -> GlimpseFn:
-    """The glimpse function of a peer of :data:`gdram_ext.baselines.PEERS`, or ``fused_compiled``:
+    """The glimpse function of a peer of :data:`benchmarks.peers.PEERS`, or ``fused_compiled``:
     the fused op under ``torch.compile`` (a fresh compilation, so that the recompilation limit
     never sends a case back to eager)."""
     if name == FUSED_COMPILED:

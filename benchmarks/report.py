@@ -29,8 +29,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from benchmarks.cases import CHANNELS_LAST, CONTIGUOUS, FUSED, FUSED_COMPILED, headline
-from benchmarks.conftest import FULL_ENV
-from benchmarks.harness import THREADS_ENV, backend_info, require_compiled
+from benchmarks.harness import FULL_ENV, THREADS_ENV, backend_info, require_compiled
 
 ROOT = Path(__file__).resolve().parent.parent
 PEER_COLUMNS = (

@@ -19,10 +19,9 @@ import torch
 from torch import nn
 
 from benchmarks.cases import EXACT, FUSED
-from benchmarks.conftest import full_sweep
-from benchmarks.harness import synchronised
+from benchmarks.harness import full_sweep, synchronised
+from benchmarks.peers import PEERS, GlimpseFn
 from gdram_ext import RetinaGlimpse
-from gdram_ext.baselines import PEERS, GlimpseFn
 
 TRAIN_BATCH = 128
 WARMUP_STEPS = 1

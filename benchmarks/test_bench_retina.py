@@ -4,7 +4,7 @@ Each pytest-benchmark group is one case on one device (e.g. ``fwd-bilinear-B128-
 and holds every implementation of that mode, so the group's table compares them side by side.
 Every implementation's output is checked equal to the fused op's before it is timed (exactly
 for the peers that compute the same function, and by shape for the approximate naive crop and
-roi_align, which ``tests/test_baselines.py`` checks where they are exact).
+roi_align, which ``tests/retina/test_peers.py`` checks where they are exact).
 
 Forward runs under ``torch.no_grad()`` (inference). Forward+backward differentiates with respect
 to the images and, where the implementation supports it, the locations (the fused op does both,
@@ -17,9 +17,8 @@ import pytest
 import torch
 
 from benchmarks.cases import EXACT, FUSED, FUSED_COMPILED, KINDS, Case, cases, implementations
-from benchmarks.conftest import full_sweep
-from benchmarks.harness import implementation, peak_cuda_bytes, retained_bytes, synchronised
-from gdram_ext.baselines import PEERS
+from benchmarks.harness import full_sweep, implementation, peak_cuda_bytes, retained_bytes, synchronised
+from benchmarks.peers import PEERS
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:

@@ -1,7 +1,7 @@
 """Peers of the fused retina glimpse: the ways users write the same function in plain PyTorch.
 
 The benchmark suite (``benchmarks/``) times every peer against :func:`gdram_ext.retina_glimpse`
-and ``tests/test_baselines.py`` checks each one equal to it where its approximations are exact,
+and ``tests/retina/test_peers.py`` checks each one equal to it where its approximations are exact,
 so the peers cannot drift. Every peer has the signature of the fused op,
 ``peer(images (B, C, H, W), locations (B, 2), size, num_scales, scale_factor, mode, base_size)
 -> (B, num_scales * C, size, size)`` (scale-major), and accepts only the modes it implements.

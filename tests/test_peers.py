@@ -1,4 +1,4 @@
-"""Every benchmark peer (gdram_ext.baselines) computes the fused op's function where it claims to.
+"""Every benchmark peer (benchmarks/peers.py) computes the fused op's function where it claims to.
 
 Peers 2 and 3 and the coverage einsum must equal the fused op to float rounding everywhere, with
 the same gradients. The naive crop rounds squares to whole pixels and roi_align samples on a
@@ -8,18 +8,35 @@ pixel-aligned squares, squares inside the image, linear and constant images.
 
 from __future__ import annotations
 
+import importlib.util
+import sys
+from pathlib import Path
+from types import ModuleType
+
 import pytest
 import torch
 
 from gdram_ext import retina_glimpse
-from gdram_ext.baselines import (
-    PEERS,
-    coverage_einsum,
-    grid_sample_per_scale,
-    grid_sample_vectorised,
-    naive_crop,
-    roi_align_glimpse,
-)
+
+
+def _benchmark_peers() -> ModuleType:
+    """``benchmarks/peers.py``, loaded from its file: the ``benchmarks`` package runs from the checkout's
+    root (see its ``__init__``), where the tests do not put it on ``sys.path``."""
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "peers.py"
+    spec = importlib.util.spec_from_file_location("benchmark_peers", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+_peers = _benchmark_peers()
+PEERS = _peers.PEERS
+coverage_einsum = _peers.coverage_einsum
+grid_sample_per_scale = _peers.grid_sample_per_scale
+grid_sample_vectorised = _peers.grid_sample_vectorised
+naive_crop = _peers.naive_crop
+roi_align_glimpse = _peers.roi_align_glimpse
 
 # (size, num_scales, scale_factor, base_size, height, width)
 GENERAL_CASES = [
