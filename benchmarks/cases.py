@@ -44,7 +44,7 @@ class Case:
         layout = "" if self.layout == CONTIGUOUS else f"-{self.layout}"
         return f"{kind}-{self.mode}-B{self.batch}-{self.height}x{self.width}-S{self.num_scales}-g{self.size}{layout}"
 
-    def group(self, kind: str, device: str) -> str:
+    def group(self, kind: str, device: torch.device) -> str:
         """pytest-benchmark group: the label and the device, e.g. ``fwd-bilinear-B128-128x128-S4-g12-cpu``."""
         return f"{self.label(kind)}-{device}"
 
@@ -62,7 +62,7 @@ class Case:
             "layout": self.layout,
         }
 
-    def inputs(self, device: str) -> tuple[torch.Tensor, torch.Tensor]:
+    def inputs(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
         """Seeded uniform images (B, C, H, W) in [0, 1), in the case's memory layout, and locations
         (B, 2) in the model's range.
 

@@ -52,20 +52,21 @@ def pytest_benchmark_update_machine_info(config: pytest.Config, machine_info: di
 
 
 @pytest.fixture(params=["cpu", "cuda"])
-def device(request: pytest.FixtureRequest) -> str:
-    """Each device a benchmark runs on: the CPU, and CUDA where a GPU is present (skipped otherwise)."""
+def device(request: pytest.FixtureRequest) -> torch.device:
+    """Each device a benchmark runs on: the CPU, and CUDA where a GPU is present (skipped otherwise);
+    the same fixture as the tests' (``tests/conftest.py``)."""
     if request.param == "cuda" and not torch.cuda.is_available():
         pytest.skip("CUDA is not available")
-    return request.param
+    return torch.device(request.param)
 
 
 @pytest.fixture
-def extra_info(device: str) -> dict[str, object]:
+def extra_info(device: torch.device) -> dict[str, object]:
     """What every benchmark records besides its case: device, threads, GPU name, torch version."""
     return {
-        "device": device,
+        "device": str(device),
         "threads": torch.get_num_threads(),
-        "gpu": gpu_name() if device == "cuda" else "none",
+        "gpu": gpu_name() if device.type == "cuda" else "none",
         "torch": torch.__version__,
         **backend_info(),
     }

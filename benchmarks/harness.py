@@ -85,12 +85,12 @@ def implementation(name: str) -> GlimpseFn:
     return PEERS[name].fn
 
 
-def synchronised(call: Callable[[], object], device: str, warmup: int = WARMUP_CALLS) -> Callable[[], None]:
+def synchronised(call: Callable[[], object], device: torch.device, warmup: int = WARMUP_CALLS) -> Callable[[], None]:
     """``call`` followed by a device synchronisation on CUDA, already called ``warmup`` times."""
 
     def run() -> None:
         call()
-        if device == "cuda":
+        if device.type == "cuda":
             torch.cuda.synchronize()
 
     for _ in range(warmup):

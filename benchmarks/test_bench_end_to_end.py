@@ -50,7 +50,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         metafunc.parametrize("retina", [FUSED, "grid_sample_per_scale", *extra])
 
 
-def _model(retina: str, device: str) -> nn.Module:
+def _model(retina: str, device: torch.device) -> nn.Module:
     """The paper's GDRAM from seeded weights, with the named retina."""
     from gdram.config import GDRAMConfig
     from gdram.model import create_model
@@ -62,7 +62,7 @@ def _model(retina: str, device: str) -> nn.Module:
     return model
 
 
-def _data(model: nn.Module, batch: int, device: str) -> tuple[torch.Tensor, torch.Tensor]:
+def _data(model: nn.Module, batch: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     """Seeded images (B, C, H, W) in [0, 1) and labels (B,) for ``model``'s config."""
     config = model.config
     generator = torch.Generator().manual_seed(0)
@@ -85,7 +85,7 @@ def _check_same_glimpses(model: nn.Module, images: torch.Tensor, fast: bool = Fa
                 torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)
 
 
-def _case(model: nn.Module, kind: str, batch: int, device: str) -> tuple[str, dict[str, object]]:
+def _case(model: nn.Module, kind: str, batch: int, device: torch.device) -> tuple[str, dict[str, object]]:
     """The group name and the case's ``extra_info`` of a model benchmark."""
     config = model.config
     height, width = config.image_hw
@@ -94,7 +94,7 @@ def _case(model: nn.Module, kind: str, batch: int, device: str) -> tuple[str, di
     return group, info
 
 
-def test_train_step(benchmark, retina: str, device: str, extra_info: dict[str, object]) -> None:
+def test_train_step(benchmark, retina: str, device: torch.device, extra_info: dict[str, object]) -> None:
     from gdram.loss import hybrid_loss
 
     model = _model(retina, device).train()
@@ -113,7 +113,9 @@ def test_train_step(benchmark, retina: str, device: str, extra_info: dict[str, o
 
 
 @pytest.mark.parametrize("fast", [False, True], ids=["gdram", "fgdram"])
-def test_inference_latency(benchmark, retina: str, fast: bool, device: str, extra_info: dict[str, object]) -> None:
+def test_inference_latency(
+    benchmark, retina: str, fast: bool, device: torch.device, extra_info: dict[str, object]
+) -> None:
     model = _model(retina, device).eval()
     images, _ = _data(model, 1, device)
     _check_same_glimpses(model, images, fast)

@@ -43,7 +43,7 @@ def _check_against_fused(
         torch.testing.assert_close(output.detach(), expected, rtol=1e-4, atol=1e-4)
 
 
-def test_fwd(benchmark, case: Case, name: str, device: str, extra_info: dict[str, object]) -> None:
+def test_fwd(benchmark, case: Case, name: str, device: torch.device, extra_info: dict[str, object]) -> None:
     images, locations = case.inputs(device)
     fn = implementation(name)
 
@@ -58,7 +58,7 @@ def test_fwd(benchmark, case: Case, name: str, device: str, extra_info: dict[str
     benchmark(run)
 
 
-def test_fwdbwd(benchmark, case: Case, name: str, device: str, extra_info: dict[str, object]) -> None:
+def test_fwdbwd(benchmark, case: Case, name: str, device: torch.device, extra_info: dict[str, object]) -> None:
     images, locations = case.inputs(device)
     images.requires_grad_(True)
     location_grad = name == FUSED_COMPILED or PEERS[name].location_grad
@@ -77,7 +77,7 @@ def test_fwdbwd(benchmark, case: Case, name: str, device: str, extra_info: dict[
         return torch.autograd.grad(forward(), inputs, grad_output)
 
     run = synchronised(call, device)
-    if device == "cuda":
+    if device.type == "cuda":
         memory, measure = peak_cuda_bytes(run), "cuda_peak_allocated"
     else:
         memory, measure = retained_bytes(forward, inputs), "output_plus_saved_for_backward"

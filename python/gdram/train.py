@@ -69,7 +69,7 @@ class TrainSettings:
             them the policy's mean glimpses are also pulled towards the box centre by
             :func:`gdram.loss.guidance_loss`; 0 is pure REINFORCE (the paper).
         guidance_weight: weight of that loss in the total (10: at 1, the REINFORCE term's noise,
-            of order 1 / sigma per sample, drowns it; measured on a tiny task in tests/test_learning.py).
+            of order 1 / sigma per sample, drowns it; measured on a tiny task in tests/gdram/test_learning.py).
     """
 
     epochs: int = 10

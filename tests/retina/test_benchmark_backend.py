@@ -20,7 +20,7 @@ import pytest
 import gdram_ext
 from gdram_ext import backend
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 BLOCK_KERNELS = "import sys; sys.modules['gdram_ext._C'] = None; "
 
 

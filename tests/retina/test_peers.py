@@ -16,13 +16,13 @@ from types import ModuleType
 import pytest
 import torch
 
-from gdram_ext import retina_glimpse
+from gdram_ext import MODES, retina_glimpse
 
 
 def _benchmark_peers() -> ModuleType:
     """``benchmarks/peers.py``, loaded from its file: the ``benchmarks`` package runs from the checkout's
     root (see its ``__init__``), where the tests do not put it on ``sys.path``."""
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "peers.py"
+    path = Path(__file__).resolve().parents[2] / "benchmarks" / "peers.py"
     spec = importlib.util.spec_from_file_location("benchmark_peers", path)
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module
@@ -133,7 +133,7 @@ def test_coverage_einsum_equals_fused_area_with_the_same_gradients(case):
         torch.testing.assert_close(got_grad, expected_grad, rtol=1e-7, atol=1e-9)
 
 
-@pytest.mark.parametrize("mode", ["bilinear", "area"])
+@pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("case", ALIGNED_CASES)
 def test_naive_crop_equals_fused_on_pixel_aligned_squares_even_across_the_border(mode, case):
     size, num_scales, scale_factor, base_size, height, width = case
@@ -144,7 +144,7 @@ def test_naive_crop_equals_fused_on_pixel_aligned_squares_even_across_the_border
     torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize("mode", ["bilinear", "area"])
+@pytest.mark.parametrize("mode", MODES)
 def test_naive_crop_has_the_fused_gradient_to_images_on_pixel_aligned_squares(mode):
     size, num_scales, scale_factor, base_size, height, width = ALIGNED_CASES[0]
     images = _images(3, height, width, torch.float64)
@@ -163,7 +163,7 @@ def test_naive_crop_rounds_an_unaligned_square_to_the_nearest_pixel():
     torch.testing.assert_close(got, retina_glimpse(images, torch.zeros(1, 2), 4, 2, 2.0, "area"))
 
 
-@pytest.mark.parametrize("mode", ["bilinear", "area"])
+@pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("case", [(12, 3, 2.0, None, 128, 128), (8, 2, 3.0, None, 64, 128)])
 def test_roi_align_equals_fused_on_pixel_aligned_squares_inside_the_image(mode, case):
     size, num_scales, scale_factor, base_size, height, width = case
@@ -215,6 +215,6 @@ def test_every_peer_gives_the_scale_major_shape_in_each_of_its_modes(name):
 @pytest.mark.parametrize("name", sorted(set(PEERS) - {"fused"}))
 def test_peers_reject_modes_they_do_not_implement(name):
     peer = PEERS[name]
-    for mode in {"bilinear", "area"} - set(peer.modes):
+    for mode in set(MODES) - set(peer.modes):
         with pytest.raises(ValueError, match="implements modes"):
             peer.fn(_images(1, 16, 16), torch.zeros(1, 2), 4, 1, 2.0, mode, None)
