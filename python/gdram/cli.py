@@ -23,7 +23,7 @@ from typing import Any
 
 import torch
 
-from gdram.checkpoint import CheckpointError, load_checkpoint
+from gdram.checkpoint import CheckpointError, load_checkpoint, load_state_file
 from gdram.cliutil import (
     HelpFormatter,
     device_name,
@@ -37,11 +37,11 @@ from gdram.cliutil import (
     unit_fraction,
     write_traceback,
 )
-from gdram.config import POLICIES, POLICY_TRAINS, RECIPES, REWARDS, VARIANTS, GDRAMConfig
+from gdram.config import POLICIES, POLICY_TRAINS, RECIPES, RETINA_MODES, REWARDS, VARIANTS, GDRAMConfig
 from gdram.data import DATASETS, DataError, DataSplits, batches, load_data
 from gdram.datacheck import check_classes, check_model_classes
 from gdram.distributed import init_distributed, resolve_device
-from gdram.evaluate import evaluation_totals, load_model, measure_latency, summarize
+from gdram.evaluate import evaluation_totals, measure_latency, model_from_state, summarize
 from gdram.files import remove_stale_temporaries
 from gdram.model import create_model
 from gdram.provenance import locate, same_data, verify
@@ -60,7 +60,8 @@ INGREDIENT_FLAGS = ("sigma_range", "weight_trains_sigma", "unclipped_log_prob", 
                     "baseline_init", "context_mode", "reward", "normalize_advantage", "policy_lr_scale",
                     "location_gradient", "baseline_before_move", "emission_batch_norm", "border_penalty")
 MAX_PARAMETERS = 10**9  # a larger model is a typo (or a label that is no class index), not an experiment
-ATTENTION_FLAGS = {"glimpses": "--glimpses", "glimpse_size": "--glimpse-size", "scales": "--scales"}
+ATTENTION_FLAGS = {"glimpses": "--glimpses", "glimpse_size": "--glimpse-size", "scales": "--scales",
+                   "retina_mode": "--retina-mode"}
 USER_ERRORS = (DataError, CheckpointError, TrainingDiverged, ValueError, OSError)
 
 
@@ -153,6 +154,8 @@ def build_parser() -> argparse.ArgumentParser:
     model.add_argument("--glimpse-size", type=positive_int,
                        help="g, cells per side of each retina scale (default: 12)")
     model.add_argument("--scales", type=positive_int, help="S, retina scales (default: 4)")
+    model.add_argument("--retina-mode", choices=RETINA_MODES, help="how the retina samples each cell: 'bilinear' "
+                       "(the paper's) or 'area' (the exact mean over the cell, anti-aliased) (default: bilinear)")
     model.add_argument("--hidden-size", type=positive_int, help="LSTM/feature width (default: 128)")
     _add_recipe_options(train)
     run = train.add_argument_group("training")
@@ -280,6 +283,7 @@ def _refuse_changed_settings(args: argparse.Namespace, saved: dict[str, Any]) ->
         "--variant": (args.variant, config.get("variant")), "--glimpses": (args.glimpses, config.get("num_glimpses")),
         "--glimpse-size": (args.glimpse_size, config.get("glimpse_size")),
         "--scales": (args.scales, config.get("num_scales")),
+        "--retina-mode": (args.retina_mode, config.get("retina_mode")),
         "--hidden-size": (args.hidden_size, config.get("hidden_size")),
         "--policy": (args.policy, GDRAMConfig.from_dict(config, train).policy),
         "--batch-size": (args.batch_size, train.get("batch_size")),
@@ -353,7 +357,7 @@ def _train(args: argparse.Namespace) -> int:
         args.run_dir = out
         remove_stale_temporaries(out)
         chosen = {"num_glimpses": args.glimpses, "glimpse_size": args.glimpse_size, "num_scales": args.scales,
-                  "hidden_size": args.hidden_size}
+                  "retina_mode": args.retina_mode, "hidden_size": args.hidden_size}
         chosen.update({name: getattr(args, name) for name in INGREDIENT_FLAGS})
         overrides = {name: value for name, value in chosen.items() if value is not None}
         flags = {name: TRAIN_DEFAULTS[name] if getattr(args, name) is None else getattr(args, name)
@@ -391,15 +395,16 @@ def _split(data: DataSplits, name: str):
 
 def _load_for_eval(args: argparse.Namespace):
     device = resolve_device(args.device)
-    loaded = load_model(args.checkpoint, device)
+    state = load_state_file(args.checkpoint)
+    loaded = model_from_state(state, args.checkpoint, device)
     if loaded.kind == "official" and not (args.data or args.dataset):
         raise ValueError(f"{args.checkpoint} is a published state dict with no data set attached: pass --dataset "
                          "or --data")
     if loaded.data is not None and not (args.data or args.dataset):
         verify(loaded.data, args.checkpoint)
     data = _load(_data_spec(args, loaded.data), args.download)
-    if loaded.kind == "official":
-        loaded = load_model(args.checkpoint, device, image_size=data.image_size)
+    if loaded.kind == "official":  # the published files do not say their image size: the data's
+        loaded = model_from_state(state, args.checkpoint, device, image_size=data.image_size)
     config = loaded.model.config
     if (config.in_channels, tuple(config.image_hw)) != (data.in_channels, tuple(data.image_size)):
         raise ValueError(f"{args.checkpoint} expects {config.in_channels}x{config.image_hw[0]}x{config.image_hw[1]} "

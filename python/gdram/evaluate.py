@@ -57,7 +57,14 @@ def load_model(path: str | Path, device: torch.device | str = "cpu", **official_
     Raises:
         CheckpointError: the file is missing, truncated, unsafe, or neither kind of checkpoint.
     """
-    state = load_state_file(path)
+    return model_from_state(load_state_file(path), path, device, **official_overrides)
+
+
+def model_from_state(
+    state: Any, path: str | Path, device: torch.device | str = "cpu", **official_overrides: Any
+) -> LoadedModel:
+    """:func:`load_model` of a file already read by :func:`gdram.checkpoint.load_state_file` (``path``
+    names it in errors), so that a caller can build it again, with other overrides, without reading it again."""
     if isinstance(state, dict) and state.get("format") == FORMAT:
         try:
             model = create_model(GDRAMConfig.from_dict(state["config"], state.get("train")))

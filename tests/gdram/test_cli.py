@@ -46,6 +46,17 @@ def test_train_writes_the_run_directory(trained_run):
     assert config["model"]["num_glimpses"] == 2 and config["data"]["source"].endswith("tiny.npz")
 
 
+def test_train_with_the_area_retina_stores_it_and_resume_refuses_another(tiny_npz, tmp_path, capsys):
+    run = tmp_path / "run"
+    args = ["train", "--data", tiny_npz, "--batch-size", "8", "--out", str(run), "--quiet", *TINY_MODEL]
+    assert main([*args, "--epochs", "1", "--retina-mode", "area"]) == 0
+    assert json.loads((run / "config.json").read_text())["model"]["retina_mode"] == "area"
+    with pytest.raises(SystemExit) as refused:
+        main(["train", "--out", str(run), "--resume", "--epochs", "2", "--retina-mode", "bilinear"])
+    assert refused.value.code == 2
+    assert "--retina-mode bilinear (the run has area)" in capsys.readouterr().err
+
+
 def test_train_summary_line_and_resume_extends_the_run(tiny_npz, tmp_path, capsys):
     run = str(tmp_path / "run")
     args = ["train", "--data", tiny_npz, "--batch-size", "8", "--out", run, "--quiet", *TINY_MODEL]
@@ -114,7 +125,9 @@ def test_python_m_gdram_runs_the_cli_without_tracebacks(tmp_path):
     assert helped.returncode == 0 and "--resume" in helped.stdout and "--variant" in helped.stdout
 
 
-def test_eval_accepts_a_published_state_dict_with_a_data_set(tiny_npz, tmp_path, capsys):
+def test_eval_accepts_a_published_state_dict_with_a_data_set(tiny_npz, tmp_path, capsys, monkeypatch):
+    import gdram.cli as cli
+    from gdram.checkpoint import load_state_file
     from gdram.config import GDRAMConfig
     from gdram.model import GDRAM
     from gdram.official import to_official
@@ -126,6 +139,9 @@ def test_eval_accepts_a_published_state_dict_with_a_data_set(tiny_npz, tmp_path,
     torch.save(to_official(model), path)
     assert main(["eval", str(path), "--json", "--no-latency"]) == 1
     assert "pass --dataset or --data" in capsys.readouterr().err
+    reads = []
+    monkeypatch.setattr(cli, "load_state_file", lambda *args: reads.append(args) or load_state_file(*args))
     assert main(["eval", str(path), "--data", tiny_npz, "--json", "--no-latency"]) == 0
     result = json.loads(capsys.readouterr().out)
     assert result["kind"] == "official" and result["n"] == 8 and result["mean_glimpses"] == 8
+    assert len(reads) == 1  # the file is read once, then built for the data's image size
