@@ -88,6 +88,13 @@ def _add_data_options(parser: argparse.ArgumentParser, default_help: str) -> Non
                        f"(default: {VAL_FRACTION})")
 
 
+def _add_checkpoint_options(parser: argparse.ArgumentParser, splits: tuple[str, ...], split_help: str) -> None:
+    """What ``eval`` and ``visualize`` read: the checkpoint, its data (default: the checkpoint's own) and a split."""
+    parser.add_argument("checkpoint", help="best.pt/last.pt of a run, or the authors' published .pth")
+    _add_data_options(parser, "default: the checkpoint's own data set")
+    parser.add_argument("--split", choices=splits, default="test", help=split_help)
+
+
 def _add_recipe_options(parser: argparse.ArgumentParser) -> None:
     recipe = parser.add_argument_group("recipe ingredients (default: the recipe's value; see GDRAMConfig)")
     recipe.add_argument("--sigma-range", type=positive_float, nargs=2, metavar=("LOW", "HIGH"),
@@ -186,9 +193,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    formatter_class=HelpFormatter, parents=[common],
                                    description="Top-1/top-5 accuracy, mean glimpses used and per-image latency of a "
                                    "gdram checkpoint or a published GDRAM state dict.")
-    evaluate.add_argument("checkpoint", help="best.pt/last.pt of a run, or the authors' published .pth")
-    _add_data_options(evaluate, "default: the checkpoint's own data set")
-    evaluate.add_argument("--split", choices=("test", "val"), default="test", help="which split to evaluate")
+    _add_checkpoint_options(evaluate, ("test", "val"), "which split to evaluate")
     evaluate.add_argument("--fast", action="store_true", help="F-GDRAM: stop glimpsing early when confident")
     evaluate.add_argument("--batch-size", type=positive_int, default=256, help="images per evaluation batch")
     evaluate.add_argument("--device", type=device_name, default="auto", help="auto, cpu, cuda or cuda:N")
@@ -199,9 +204,7 @@ def build_parser() -> argparse.ArgumentParser:
                                     formatter_class=HelpFormatter, parents=[common],
                                     description="Draw every glimpse (each scale's square, the path, each weight; "
                                     "green correct, red wrong) over images of the test split.")
-    visualize.add_argument("checkpoint", help="best.pt/last.pt of a run, or the authors' published .pth")
-    _add_data_options(visualize, "default: the checkpoint's own data set")
-    visualize.add_argument("--split", choices=("test", "val", "train"), default="test", help="which split to draw")
+    _add_checkpoint_options(visualize, ("test", "val", "train"), "which split to draw")
     visualize.add_argument("--n", type=positive_int, default=16, help="number of images")
     visualize.add_argument("--out", default="glimpses.png", metavar="FILE.png|FILE.gif",
                            help="the picture: a PNG grid, or an animated GIF with one frame per glimpse")

@@ -9,22 +9,15 @@ import numpy as np
 import pytest
 from gdram.cli import main
 from gdram.experiments import plot, table
-
-TINY_MODEL = ["--glimpses", "2", "--glimpse-size", "8", "--scales", "2", "--hidden-size", "16"]
+from tiny import TINY_MODEL, write_npz
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
 def boxed_npz(tmp_path_factory) -> str:
-    rng = np.random.default_rng(0)
-    images = rng.integers(0, 256, size=(40, 24, 24), dtype=np.uint8)
-    labels = np.arange(40) % 3
-    boxes = np.tile([2.0, 2, 10, 10], (40, 1))  # the image centre (12, 12) lies outside
-    path = tmp_path_factory.mktemp("data") / "boxed.npz"
-    np.savez(path, x_train=images[:24], y_train=labels[:24], box_train=boxes[:24], x_val=images[24:32],
-             y_val=labels[24:32], box_val=boxes[24:32], x_test=images[32:], y_test=labels[32:], box_test=boxes[32:])
-    return str(path)
+    """The tiny data set with every target box at (2, 2)-(10, 10): the image centre (12, 12) lies outside."""
+    return write_npz(tmp_path_factory.mktemp("data") / "boxed.npz", boxes=(2.0, 2, 10, 10))
 
 
 @pytest.mark.parametrize("policy", ["learned", "center", "oracle"])

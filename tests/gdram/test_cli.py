@@ -12,31 +12,9 @@ import pytest
 import torch
 from gdram.cli import main
 from PIL import Image
-
-TINY_MODEL = ["--glimpses", "2", "--glimpse-size", "8", "--scales", "2", "--hidden-size", "16"]
-
+from tiny import TINY_MODEL
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-@pytest.fixture(scope="module")
-def tiny_npz(tmp_path_factory) -> str:
-    rng = np.random.default_rng(0)
-    images = rng.integers(0, 256, size=(40, 24, 24), dtype=np.uint8)
-    labels = np.arange(40) % 3
-    path = tmp_path_factory.mktemp("data") / "tiny.npz"
-    np.savez(path, x_train=images[:24], y_train=labels[:24], x_val=images[24:32], y_val=labels[24:32],
-             x_test=images[32:], y_test=labels[32:])
-    return str(path)
-
-
-@pytest.fixture(scope="module")
-def trained_run(tiny_npz, tmp_path_factory) -> str:
-    run = tmp_path_factory.mktemp("run") / "r"
-    code = main(["train", "--data", tiny_npz, "--epochs", "1", "--batch-size", "8", "--out", str(run), "--quiet",
-                 "--device", "cpu", *TINY_MODEL])
-    assert code == 0
-    return str(run)
 
 
 def test_train_writes_the_run_directory(trained_run):

@@ -20,33 +20,9 @@ import torch
 from gdram.checkpoint import load_checkpoint, save_checkpoint
 from gdram.cli import build_parser, main
 from PIL import Image
-
-TINY_MODEL = ["--glimpses", "2", "--glimpse-size", "8", "--scales", "2", "--hidden-size", "16"]
+from tiny import TINY_MODEL, write_npz
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-def _npz(path: Path, classes: int = 3, train_classes: int | None = None, size: int = 24) -> str:
-    rng = np.random.default_rng(0)
-    images = rng.integers(0, 256, size=(40, size, size), dtype=np.uint8)
-    labels = np.arange(40) % classes
-    train = labels[:24] % (train_classes or classes)
-    np.savez(path, x_train=images[:24], y_train=train, x_val=images[24:32], y_val=labels[24:32],
-             x_test=images[32:], y_test=labels[32:])
-    return str(path)
-
-
-@pytest.fixture(scope="module")
-def tiny_npz(tmp_path_factory) -> str:
-    return _npz(tmp_path_factory.mktemp("data") / "tiny.npz")
-
-
-@pytest.fixture(scope="module")
-def trained_run(tiny_npz, tmp_path_factory) -> Path:
-    run = tmp_path_factory.mktemp("run") / "r"
-    assert main(["train", "--data", tiny_npz, "--epochs", "1", "--batch-size", "8", "--out", str(run), "--quiet",
-                 "--device", "cpu", *TINY_MODEL]) == 0
-    return run
 
 
 def _train(data: str, out: Path, *extra: str) -> int:
@@ -126,7 +102,7 @@ def test_epochs_and_batch_size_given_are_used_not_replaced_by_defaults(tiny_npz,
 
 
 def test_eval_and_visualize_refuse_data_with_more_classes_than_the_model(trained_run, tmp_path, capsys):
-    five = _npz(tmp_path / "five.npz", classes=5)
+    five = write_npz(tmp_path / "five.npz", classes=5)
     assert main(["eval", str(trained_run / "best.pt"), "--data", five, "--no-latency"]) == 1
     _one_error_line(capsys, "predicts 3 classes but five.npz has 5")
     assert main(["visualize", str(trained_run / "best.pt"), "--data", five, "--out", str(tmp_path / "v.png")]) == 1
@@ -134,7 +110,7 @@ def test_eval_and_visualize_refuse_data_with_more_classes_than_the_model(trained
 
 
 def test_training_data_lacking_a_class_of_the_other_splits_warns(tmp_path, capsys):
-    data = _npz(tmp_path / "gap.npz", classes=3, train_classes=2)
+    data = write_npz(tmp_path / "gap.npz", classes=3, train_classes=2)
     assert _train(data, tmp_path / "r") == 0
     err = capsys.readouterr().err
     assert "warning: the training split of gap.npz has no image of 1 of its 3 classes (2)" in err
@@ -335,7 +311,7 @@ def test_the_cnn_baseline_refuses_glimpse_flags(tiny_npz, tmp_path, capsys):
 def test_a_run_finds_its_data_from_any_folder_and_notices_when_it_changed(tmp_path, monkeypatch, capsys):
     work = tmp_path / "work"
     work.mkdir()
-    _npz(work / "d.npz")
+    write_npz(work / "d.npz")
     monkeypatch.chdir(work)
     assert _train("d.npz", Path("run")) == 0
     data = json.loads((work / "run" / "config.json").read_text())["data"]
@@ -343,7 +319,7 @@ def test_a_run_finds_its_data_from_any_folder_and_notices_when_it_changed(tmp_pa
     monkeypatch.chdir(tmp_path)
     assert main(["eval", "work/run/best.pt", "--no-latency"]) == 0
     capsys.readouterr()
-    _npz(work / "d.npz", size=24, classes=2)
+    write_npz(work / "d.npz", size=24, classes=2)
     assert main(["eval", "work/run/best.pt", "--no-latency"]) == 1
     _one_error_line(capsys, "d.npz has changed since work/run/best.pt was trained on it", "pass --data")
     assert main(["eval", "work/run/best.pt", "--no-latency", "--data", "work/d.npz"]) == 0
@@ -352,7 +328,7 @@ def test_a_run_finds_its_data_from_any_folder_and_notices_when_it_changed(tmp_pa
 def test_resume_refuses_other_data_and_records_moved_data(tiny_npz, trained_run, tmp_path, capsys):
     run = tmp_path / "copy"
     shutil.copytree(trained_run, run)
-    other = _npz(tmp_path / "other.npz", classes=2)
+    other = write_npz(tmp_path / "other.npz", classes=2)
     assert main(["train", "--resume", "--out", str(run), "--epochs", "2", "--data", other]) == 1
     _one_error_line(capsys, "other.npz is not the data set the run in", "start a new run")
     moved = tmp_path / "moved.npz"

@@ -23,7 +23,7 @@ def _worker(rank: int, world_size: int, port: int, run_dir: str) -> None:
     torch.set_num_threads(1)
     from gdram.distributed import init_distributed
     from gdram.train import Trainer, TrainSettings
-    from test_train import tiny_config, tiny_data
+    from tiny import tiny_config, tiny_data
 
     place = init_distributed("cpu")
     try:

@@ -6,20 +6,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 from gdram import GDRAM, GDRAMConfig, GlimpseResult, LossParts, create_model, hybrid_loss
+from tiny import SMALL
 
-TINY = {
-    "num_classes": 3,
-    "image_size": 32,
-    "glimpse_size": 8,
-    "num_scales": 2,
-    "num_glimpses": 2,
-    "hidden_size": 16,
-    "glimpse_channels": (8, 16),
-    "context_channels": 8,
-    "mlp_hidden_size": 16,
-    "cnn_pool_size": 2,
-    "recipe": "paper",
-}
+TINY = {**SMALL, "num_classes": 3, "num_glimpses": 2}
 
 
 def constructed_result(

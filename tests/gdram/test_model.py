@@ -19,23 +19,11 @@ from gdram import (
     hybrid_loss,
 )
 from gdram.networks import SIGMA_HIGH, SIGMA_LOW, uncertainty_weight
+from tiny import SMALL
 from torch import nn
 
 from gdram_ext import reference
 
-SMALL = {
-    "num_classes": 5,
-    "image_size": 32,
-    "glimpse_size": 8,
-    "num_scales": 2,
-    "num_glimpses": 3,
-    "hidden_size": 16,
-    "glimpse_channels": (8, 16),
-    "context_channels": 8,
-    "mlp_hidden_size": 16,
-    "cnn_pool_size": 2,
-    "recipe": "paper",
-}
 ATTENTION_VARIANTS = [variant for variant in VARIANTS if variant != "cnn"]
 
 

@@ -10,35 +10,17 @@ import pytest
 import torch
 from gdram.checkpoint import load_checkpoint, save_checkpoint
 from gdram.config import GDRAMConfig
-from gdram.data import DataSplits, TensorImages
 from gdram.evaluate import load_model
 from gdram.loss import LossParts
 from gdram.model import create_model
 from gdram.networks import FixedEmission
 from gdram.train import Trainer, TrainingDiverged, TrainSettings
+from tiny import tiny_config, tiny_data
 
 TIMING_KEYS = {"train_seconds", "images_per_second"}
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-def tiny_data(count: int = 48, size: int = 24, classes: int = 3) -> DataSplits:
-    """Class k: a bright 6x6 square in a class-dependent corner of a dim noisy image."""
-    generator = torch.Generator().manual_seed(0)
-    labels = torch.arange(count) % classes
-    images = (torch.rand(count, 1, size, size, generator=generator) * 60).to(torch.uint8)
-    for index, label in enumerate(labels.tolist()):
-        top, left = (2, 2 + 7 * label)
-        images[index, 0, top:top + 6, left:left + 6] = 255
-    train, val = count * 2 // 3, count * 5 // 6
-    parts = [TensorImages(images[s], labels[s]) for s in (slice(0, train), slice(train, val), slice(val, count))]
-    return DataSplits("tiny", *parts, num_classes=classes, in_channels=1, image_size=(size, size))
-
-
-def tiny_config(variant: str = "gdram") -> GDRAMConfig:
-    return GDRAMConfig(num_classes=3, in_channels=1, image_size=24, glimpse_size=8, num_scales=2, num_glimpses=3,
-                       hidden_size=16, glimpse_channels=(4, 8), context_channels=4, mlp_hidden_size=16, variant=variant)
 
 
 def _settings(**changes) -> TrainSettings:

@@ -5,17 +5,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from gdram.config import GDRAMConfig
 from gdram.model import create_model
 from gdram.visualize import CORRECT, WRONG, draw_frames, draw_grid, draw_tile, glimpse_sides, save_picture
+from tiny import tiny_config
 
 
 def _model(variant: str = "gdram"):
     torch.manual_seed(0)
-    config = GDRAMConfig(num_classes=3, in_channels=1, image_size=32, glimpse_size=8, num_scales=2, num_glimpses=3,
-                         hidden_size=16, glimpse_channels=(4, 8), context_channels=4, mlp_hidden_size=16,
-                         variant=variant)
-    return create_model(config).eval()
+    return create_model(tiny_config(variant, image_size=32)).eval()
 
 
 def _has_colour(picture, colour) -> bool:
