@@ -20,6 +20,7 @@ _HOMES = {
     "GDRAMConfig": "gdram.config",
     "GlimpseResult": "gdram.model",
     "LossParts": "gdram.loss",
+    "POLICIES": "gdram.config",
     "RECIPES": "gdram.config",
     "VARIANTS": "gdram.config",
     "count_parameters": "gdram.model",
@@ -36,6 +37,7 @@ __all__ = [
     "GDRAMConfig",
     "GlimpseResult",
     "LossParts",
+    "POLICIES",
     "RECIPES",
     "VARIANTS",
     "count_parameters",
@@ -61,7 +63,7 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:
-    from gdram.config import RECIPES, VARIANTS, GDRAMConfig
+    from gdram.config import POLICIES, RECIPES, VARIANTS, GDRAMConfig
     from gdram.loss import LossParts, guidance_loss, hybrid_loss
     from gdram.model import GDRAM, CNNBaseline, GlimpseResult, count_parameters, create_model
     from gdram.official import from_official, to_official
