@@ -19,6 +19,7 @@ CONTEXT_MODES = ("nearest", "bilinear", "area")
 RECIPES = ("paper", "robust")
 POLICY_TRAINS = ("emission", "where")
 REWARDS = ("final", "steps", "probs")
+MOVES = ("relative", "absolute")
 
 PAPER_SIGMA_RANGE = (math.exp(-0.5), math.exp(0.5))  # sigma = exp(tanh(.) / 2) (eq. 11)
 
@@ -43,6 +44,7 @@ RECIPE_INGREDIENTS: dict[str, dict[str, object]] = {
         "episodes_per_image": 1,
         "emission_batch_norm": True,
         "border_penalty": 0.0,
+        "moves": "relative",
     },
     "robust": {
         "sigma_range": (0.05, 0.25),
@@ -60,6 +62,7 @@ RECIPE_INGREDIENTS: dict[str, dict[str, object]] = {
         "episodes_per_image": 1,
         "emission_batch_norm": False,
         "border_penalty": 0.0,
+        "moves": "absolute",
     },
 }
 
@@ -162,6 +165,12 @@ class GDRAMConfig:
         border_penalty: weight of :func:`gdram.loss.border_loss`, which pulls a mean glimpse
             that left the image back to its border (the clip makes the outside a plateau with no
             reward gradient; the paper has none).
+        moves: ``"relative"`` (paper, eq. 9): l_{t+1} = l_t + m * Δl_t, so the sampling noise of
+            every move adds up along an episode (a random walk that the clip stops at the border,
+            where the policy then learns to stay); ``"absolute"`` (robust, as RAM and DRAM do):
+            the action is the next location, each glimpse's noise is its own. The variants whose
+            moves are absolute by design (``ram``) are absolute under either value, so with
+            ``"absolute"`` ``ram-dl`` looks where ``ram`` does.
     """
 
     num_classes: int = 10
@@ -196,6 +205,7 @@ class GDRAMConfig:
     episodes_per_image: int | None = None
     emission_batch_norm: bool | None = None
     border_penalty: float | None = None
+    moves: str | None = None
 
     @classmethod
     def from_dict(cls, values: dict) -> GDRAMConfig:
@@ -276,6 +286,8 @@ class GDRAMConfig:
             raise ValueError(f"policy_trains must be one of {POLICY_TRAINS}, got {self.policy_trains!r}")
         if self.reward not in REWARDS:
             raise ValueError(f"reward must be one of {REWARDS}, got {self.reward!r}")
+        if self.moves not in MOVES:
+            raise ValueError(f"moves must be one of {MOVES}, got {self.moves!r}")
         init = self.baseline_init
         if init is not None and (isinstance(init, (bool, str)) or not 0 < init < 1):
             raise ValueError(f"baseline_init must lie in (0, 1), be 'chance' or None, got {init!r}")
