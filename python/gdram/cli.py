@@ -37,7 +37,7 @@ from gdram.cliutil import (
     unit_fraction,
     write_traceback,
 )
-from gdram.config import POLICIES, POLICY_TRAINS, RECIPES, RETINA_MODES, REWARDS, VARIANTS, GDRAMConfig
+from gdram.config import MOVES, POLICIES, POLICY_TRAINS, RECIPES, RETINA_MODES, REWARDS, VARIANTS, GDRAMConfig
 from gdram.data import DATASETS, DataError, DataSplits, batches, load_data
 from gdram.datacheck import check_classes, check_model_classes
 from gdram.distributed import init_distributed, resolve_device
@@ -58,7 +58,7 @@ TRAIN_DEFAULTS: dict[str, Any] = {"variant": "gdram", "policy": "learned", "reci
 # GDRAMConfig's recipe ingredients settable from the command line (None: the recipe's value).
 INGREDIENT_FLAGS = ("sigma_range", "weight_trains_sigma", "unclipped_log_prob", "policy_trains", "zero_init_mu",
                     "baseline_init", "context_mode", "reward", "normalize_advantage", "policy_lr_scale",
-                    "location_gradient", "baseline_before_move", "emission_batch_norm", "border_penalty")
+                    "location_gradient", "baseline_before_move", "emission_batch_norm", "border_penalty", "moves")
 MAX_PARAMETERS = 10**9  # a larger model is a typo (or a label that is no class index), not an experiment
 ATTENTION_FLAGS = {"glimpses": "--glimpses", "glimpse_size": "--glimpse-size", "scales": "--scales",
                    "retina_mode": "--retina-mode"}
@@ -116,6 +116,9 @@ def _add_recipe_options(parser: argparse.ArgumentParser) -> None:
                         help="the context network's downsampling (paper: nearest, robust: area)")
     recipe.add_argument("--reward", choices=REWARDS, help="final: 1 when the final prediction is right (paper); "
                         "steps: share of right step predictions from the move on (robust)")
+    recipe.add_argument("--moves", choices=MOVES,
+                        help="relative: the next glimpse is the last one plus the move (paper, eq. 9); "
+                        "absolute: the action is the next glimpse's place (robust, as RAM)")
     recipe.add_argument("--normalize-advantage", action=argparse.BooleanOptionalAction,
                         help="divide the advantage by its standard deviation over the batch (robust)")
     recipe.add_argument("--policy-lr-scale", type=positive_float, metavar="S",

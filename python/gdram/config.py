@@ -21,6 +21,7 @@ RECIPES = ("paper", "robust")
 POLICY_TRAINS = ("emission", "where")
 REWARDS = ("final", "steps", "probs")
 POLICIES = ("learned", "random", "center", "oracle")
+MOVES = ("relative", "absolute")
 
 PAPER_SIGMA_RANGE = (math.exp(-0.5), math.exp(0.5))  # sigma = exp(tanh(.) / 2) (eq. 11)
 
@@ -45,6 +46,7 @@ RECIPE_INGREDIENTS: dict[str, dict[str, object]] = {
         "episodes_per_image": 1,
         "emission_batch_norm": True,
         "border_penalty": 0.0,
+        "moves": "relative",
     },
     "robust": {
         "sigma_range": (0.05, 0.25),
@@ -62,6 +64,7 @@ RECIPE_INGREDIENTS: dict[str, dict[str, object]] = {
         "episodes_per_image": 1,
         "emission_batch_norm": False,
         "border_penalty": 0.0,
+        "moves": "absolute",
     },
 }
 
@@ -170,6 +173,12 @@ class GDRAMConfig:
         border_penalty: weight of :func:`gdram.loss.border_loss`, which pulls a mean glimpse
             that left the image back to its border (the clip makes the outside a plateau with no
             reward gradient; the paper has none).
+        moves: ``"relative"`` (paper, eq. 9): l_{t+1} = l_t + m * Δl_t, so the sampling noise of
+            every move adds up along an episode (a random walk that the clip stops at the border,
+            where the policy then learns to stay); ``"absolute"`` (robust, as RAM and DRAM do):
+            the action is the next location, each glimpse's noise is its own. The variants whose
+            moves are absolute by design (``ram``) are absolute under either value, so with
+            ``"absolute"`` ``ram-dl`` looks where ``ram`` does.
     """
 
     num_classes: int = 10
@@ -205,16 +214,18 @@ class GDRAMConfig:
     episodes_per_image: int | None = None
     emission_batch_norm: bool | None = None
     border_penalty: float | None = None
+    moves: str | None = None
 
     @classmethod
     def from_dict(cls, values: dict, train: dict | None = None) -> GDRAMConfig:
         """The config stored in a checkpoint (``values``) beside the trainer's settings (``train``).
 
-        One written before recipes existed is the paper's; one written before the policy was part
-        of the config takes it from ``train["policy"]``.
+        One written before recipes existed is the paper's; one written before ``moves`` existed
+        made relative moves (under either recipe); one written before the policy was part of the
+        config takes it from ``train["policy"]``.
         """
         stored_policy = {} if train is None or "policy" not in train else {"policy": train["policy"]}
-        return cls(**{"recipe": "paper", **stored_policy, **values})
+        return cls(**{"recipe": "paper", "moves": "relative", **stored_policy, **values})
 
     def __post_init__(self) -> None:
         if self.recipe not in RECIPES:
@@ -294,6 +305,8 @@ class GDRAMConfig:
             raise ValueError(f"policy_trains must be one of {POLICY_TRAINS}, got {self.policy_trains!r}")
         if self.reward not in REWARDS:
             raise ValueError(f"reward must be one of {REWARDS}, got {self.reward!r}")
+        if self.moves not in MOVES:
+            raise ValueError(f"moves must be one of {MOVES}, got {self.moves!r}")
         init = self.baseline_init
         if init is not None and (isinstance(init, (bool, str)) or not 0 < init < 1):
             raise ValueError(f"baseline_init must lie in (0, 1), be 'chance' or None, got {init!r}")

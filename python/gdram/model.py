@@ -5,7 +5,7 @@ One forward pass (eq. 1-16 of Gaussian RAM, ICCAS 2020), for t = 0 .. T-1:
 1. the emission network, on the upper core's state, moves the eye: l_0 = clip(a_0) from the
    context-initialised core, then l_{t+1} = clip(l_t + m * Δl_t) (eq. 9, l_t detached), with m
    half the largest scale's normalised width and the clip keeping the smallest scale inside
-   the image;
+   the image (with ``config.moves="absolute"``: l_{t+1} = clip(a_{t+1}));
 2. the retina takes a multi-scale glimpse at l_t, the glimpse network encodes it with l_t;
 3. the lower core reads it, the upper core reads the lower core's h;
 4. the prediction network gives step logits from the lower core, the baseline network b_t;
@@ -148,14 +148,19 @@ class GDRAM(nn.Module):
     def move(self, location: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
         """Eq. 9: the next (B, 2) location from the current one and the emission's action in [-1, 1].
 
-        Relative variants: l + m * Δl with m half the largest scale's normalised width, l detached;
-        absolute ones (RAM): the action itself. Both clipped by :meth:`clip_location`.
+        Relative moves: l + m * Δl with m half the largest scale's normalised width, l detached;
+        absolute ones (RAM, or ``config.moves="absolute"``): the action itself. Both clipped by :meth:`clip_location`.
         """
         return self.clip_location(self.unclipped_move(location, action))
 
+    @property
+    def relative_moves(self) -> bool:
+        """Whether a move is relative (eq. 9): the variant's design and ``config.moves``."""
+        return self.config.spec.relative_moves and self.config.moves == "relative"
+
     def unclipped_move(self, location: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
-        """Eq. 9 before the clip: l + m * Δl (l detached) for relative variants, the action for RAM."""
-        if self.config.spec.relative_moves:
+        """Eq. 9 before the clip: l + m * Δl (l detached) for relative moves, the action itself for absolute ones."""
+        if self.relative_moves:
             return location.detach() + self.move_scale * action
         return action
 

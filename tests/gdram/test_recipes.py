@@ -55,6 +55,12 @@ def test_a_checkpoint_config_without_recipe_is_read_as_the_paper() -> None:
     assert GDRAMConfig.from_dict(stored) == small(recipe="paper")
 
 
+def test_a_robust_checkpoint_config_without_moves_keeps_its_relative_moves() -> None:
+    stored = dataclasses.asdict(small(recipe="robust"))
+    stored.pop("moves")
+    assert GDRAMConfig.from_dict(stored) == small(recipe="robust", moves="relative")
+
+
 @pytest.mark.parametrize(("changes", "field"), [
     ({"recipe": "fast"}, "recipe"),
     ({"sigma_range": (0.3, 0.1)}, "sigma_range"),
@@ -64,6 +70,7 @@ def test_a_checkpoint_config_without_recipe_is_read_as_the_paper() -> None:
     ({"baseline_init": 1.5}, "baseline_init"),
     ({"policy_lr_scale": 0.0}, "policy_lr_scale"),
     ({"normalize_advantage": "yes"}, "normalize_advantage"),
+    ({"moves": "diagonal"}, "moves"),
 ])
 def test_bad_ingredients_are_rejected_by_name(changes: dict, field: str) -> None:
     with pytest.raises(ValueError, match=field):
@@ -122,6 +129,20 @@ def test_zero_init_mu_starts_every_first_glimpse_at_the_centre() -> None:
     model = GDRAM(small(recipe="robust")).eval()
     result = model(torch.rand(5, 1, 32, 32))
     assert torch.equal(result.locations, torch.zeros_like(result.locations))
+
+
+@pytest.mark.parametrize("moves", ["relative", "absolute"])
+def test_absolute_moves_place_each_glimpse_where_its_action_says(moves: str) -> None:
+    model = GDRAM(small(recipe="robust", moves=moves)).eval()
+    location, action = torch.tensor([[0.5, -0.5]]), torch.tensor([[0.25, 0.25]])
+    expected = action if moves == "absolute" else location + model.move_scale * action
+    torch.testing.assert_close(model.move(location, action), model.clip_location(expected))
+
+
+def test_ram_moves_are_absolute_whatever_the_recipe() -> None:
+    for recipe in RECIPE_INGREDIENTS:
+        assert not GDRAM(small(recipe=recipe, variant="ram")).relative_moves
+    assert GDRAM(small(recipe="paper")).relative_moves
 
 
 def test_baseline_starts_at_the_chance_reward() -> None:
