@@ -70,7 +70,7 @@ def require_compiled() -> None:
         "time only the compiled kernels. Install them into this Python with "
         "`pip install -r requirements.txt && pip install --no-build-isolation .` (or build in place with "
         "`python setup.py build_ext --inplace`), check with "
-        "`python -c \"import gdram_ext; print(gdram_ext.backend())\"`, and see the warning that "
+        '`python -c "import gdram_ext; print(gdram_ext.backend())"`, and see the warning that '
         "`import gdram_ext` printed for the cause."
     )
 

@@ -163,8 +163,10 @@ if _C is not None:
         expected = (images.shape[0], num_scales * images.shape[1], size, size)
         torch._check(
             tuple(grad_output.shape) == expected and grad_output.device == images.device,
-            lambda: f"retina_glimpse_backward: grad_output must have shape {expected} on {images.device}, "
-            f"got {tuple(grad_output.shape)} on {grad_output.device}",
+            lambda: (
+                f"retina_glimpse_backward: grad_output must have shape {expected} on {images.device}, "
+                f"got {tuple(grad_output.shape)} on {grad_output.device}"
+            ),
         )
         grad_images = (
             torch.empty_like(images, memory_format=torch.contiguous_format) if images_grad else images.new_empty(0)

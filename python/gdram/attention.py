@@ -71,13 +71,15 @@ def glimpse_counts(
         border = torch.zeros_like(used)
     else:
         border = (locations.abs() >= location_bound.to(locations) - BORDER_TOLERANCE).any(dim=2) & used
-    return torch.stack([
-        (inside & counted).sum().double(),
-        torch.where(counted, distance, torch.zeros_like(distance)).sum(),
-        counted.sum().double(),
-        border.sum().double(),
-        used.sum().double(),
-    ]).cpu()
+    return torch.stack(
+        [
+            (inside & counted).sum().double(),
+            torch.where(counted, distance, torch.zeros_like(distance)).sum(),
+            counted.sum().double(),
+            border.sum().double(),
+            used.sum().double(),
+        ]
+    ).cpu()
 
 
 def attention_metrics(counts: torch.Tensor) -> dict[str, float | None]:

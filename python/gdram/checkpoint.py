@@ -90,12 +90,15 @@ def load_state_file(path: str | Path, map_location: str | torch.device = "cpu") 
             state = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as error:
         if "Unsupported global" in str(error):  # a real object the safe unpickler refuses, not garbage
-            raise CheckpointError(f"{path}: refused to load, it holds objects other than tensors and plain data "
-                                  "(loading it could execute code)") from None
+            raise CheckpointError(
+                f"{path}: refused to load, it holds objects other than tensors and plain data "
+                "(loading it could execute code)"
+            ) from None
         raise CheckpointError(f"{path}: truncated or not a PyTorch checkpoint (UnpicklingError)") from None
     except MemoryError:
-        raise CheckpointError(f"{path}: truncated or not a PyTorch checkpoint (it asks for more memory than "
-                              "there is)") from None
+        raise CheckpointError(
+            f"{path}: truncated or not a PyTorch checkpoint (it asks for more memory than there is)"
+        ) from None
     except Exception as error:  # a damaged file can fail anywhere inside the unpickler
         raise CheckpointError(f"{path}: truncated or not a PyTorch checkpoint ({type(error).__name__})") from None
     for warning in caught:  # torch's warnings about a file it then fails to read are noise; a good file's are kept
@@ -108,8 +111,12 @@ def rng_state() -> dict[str, Any]:
     numpy_state = np.random.get_state()
     state: dict[str, Any] = {
         "torch": torch.get_rng_state(),
-        "numpy": {"keys": torch.from_numpy(numpy_state[1].astype(np.int64)), "pos": int(numpy_state[2]),
-                  "has_gauss": int(numpy_state[3]), "cached_gaussian": float(numpy_state[4])},
+        "numpy": {
+            "keys": torch.from_numpy(numpy_state[1].astype(np.int64)),
+            "pos": int(numpy_state[2]),
+            "has_gauss": int(numpy_state[3]),
+            "cached_gaussian": float(numpy_state[4]),
+        },
         "python": _python_rng_state(),
     }
     if torch.cuda.is_available() and torch.cuda.is_initialized():
@@ -121,8 +128,15 @@ def set_rng_state(state: dict[str, Any]) -> None:
     """Restore the generators saved by :func:`rng_state`."""
     torch.set_rng_state(state["torch"].cpu())
     numpy_state = state["numpy"]
-    np.random.set_state(("MT19937", numpy_state["keys"].numpy().astype(np.uint32), numpy_state["pos"],
-                         numpy_state["has_gauss"], numpy_state["cached_gaussian"]))
+    np.random.set_state(
+        (
+            "MT19937",
+            numpy_state["keys"].numpy().astype(np.uint32),
+            numpy_state["pos"],
+            numpy_state["has_gauss"],
+            numpy_state["cached_gaussian"],
+        )
+    )
     python_state = state["python"]
     random.setstate((python_state["version"], tuple(python_state["internal"].tolist()), python_state["gauss"]))
     if "cuda" in state and torch.cuda.is_available():

@@ -52,16 +52,44 @@ EMBEDDED_EPOCHS = 6  # the embedded sets' few-minute CPU budget (see README, "Do
 EMBEDDED_BATCH_SIZE = 32  # more steps in that budget than the paper's 128
 VAL_FRACTION = 0.1
 # Defaults of the training flags, applied after parsing so that --resume can tell a flag given from one left out.
-TRAIN_DEFAULTS: dict[str, Any] = {"variant": "gdram", "policy": "learned", "recipe": "robust", "lr": 1e-3,
-                                  "lr_patience": 5, "weight_decay": 0.0, "seed": 0, "device": "auto", "workers": 2,
-                                  "location_guidance": 0.0, "guidance_weight": 10.0}
+TRAIN_DEFAULTS: dict[str, Any] = {
+    "variant": "gdram",
+    "policy": "learned",
+    "recipe": "robust",
+    "lr": 1e-3,
+    "lr_patience": 5,
+    "weight_decay": 0.0,
+    "seed": 0,
+    "device": "auto",
+    "workers": 2,
+    "location_guidance": 0.0,
+    "guidance_weight": 10.0,
+}
 # GDRAMConfig's recipe ingredients settable from the command line (None: the recipe's value).
-INGREDIENT_FLAGS = ("sigma_range", "weight_trains_sigma", "unclipped_log_prob", "policy_trains", "zero_init_mu",
-                    "baseline_init", "context_mode", "reward", "normalize_advantage", "policy_lr_scale",
-                    "location_gradient", "baseline_before_move", "emission_batch_norm", "border_penalty", "moves")
+INGREDIENT_FLAGS = (
+    "sigma_range",
+    "weight_trains_sigma",
+    "unclipped_log_prob",
+    "policy_trains",
+    "zero_init_mu",
+    "baseline_init",
+    "context_mode",
+    "reward",
+    "normalize_advantage",
+    "policy_lr_scale",
+    "location_gradient",
+    "baseline_before_move",
+    "emission_batch_norm",
+    "border_penalty",
+    "moves",
+)
 MAX_PARAMETERS = 10**9  # a larger model is a typo (or a label that is no class index), not an experiment
-ATTENTION_FLAGS = {"glimpses": "--glimpses", "glimpse_size": "--glimpse-size", "scales": "--scales",
-                   "retina_mode": "--retina-mode"}
+ATTENTION_FLAGS = {
+    "glimpses": "--glimpses",
+    "glimpse_size": "--glimpse-size",
+    "scales": "--scales",
+    "retina_mode": "--retina-mode",
+}
 USER_ERRORS = (DataError, CheckpointError, TrainingDiverged, ValueError, OSError)
 
 
@@ -76,16 +104,27 @@ def _add_data_options(parser: argparse.ArgumentParser, default_help: str) -> Non
     group = parser.add_argument_group("data")
     source = group.add_mutually_exclusive_group()
     source.add_argument("--dataset", choices=DATASETS, help=f"a named data set ({default_help})")
-    source.add_argument("--data", metavar="PATH", help="a .npz file (x_train, y_train, x_test, y_test[, x_val, y_val]) "
-                                                        "or an ImageFolder directory")
-    group.add_argument("--data-root", metavar="DIR",
-                       help="where torchvision data sets live (default: ~/.cache/gdram/data)")
+    source.add_argument(
+        "--data",
+        metavar="PATH",
+        help="a .npz file (x_train, y_train, x_test, y_test[, x_val, y_val]) or an ImageFolder directory",
+    )
+    group.add_argument(
+        "--data-root", metavar="DIR", help="where torchvision data sets live (default: ~/.cache/gdram/data)"
+    )
     group.add_argument("--download", action="store_true", help="download a missing torchvision data set")
-    group.add_argument("--image-size", type=image_size, metavar="N|HxW",
-                       help="resize the images to this size (default: the data's own size)")
-    group.add_argument("--val-fraction", type=open_fraction, metavar="F",
-                       help="training share held out for validation when the data has no validation split "
-                       f"(default: {VAL_FRACTION})")
+    group.add_argument(
+        "--image-size",
+        type=image_size,
+        metavar="N|HxW",
+        help="resize the images to this size (default: the data's own size)",
+    )
+    group.add_argument(
+        "--val-fraction",
+        type=open_fraction,
+        metavar="F",
+        help=f"training share held out for validation when the data has no validation split (default: {VAL_FRACTION})",
+    )
 
 
 def _add_checkpoint_options(parser: argparse.ArgumentParser, splits: tuple[str, ...], split_help: str) -> None:
@@ -97,105 +136,210 @@ def _add_checkpoint_options(parser: argparse.ArgumentParser, splits: tuple[str, 
 
 def _add_recipe_options(parser: argparse.ArgumentParser) -> None:
     recipe = parser.add_argument_group("recipe ingredients (default: the recipe's value; see GDRAMConfig)")
-    recipe.add_argument("--sigma-range", type=positive_float, nargs=2, metavar=("LOW", "HIGH"),
-                        help="range of the learned sigma of a move (paper: 0.61 1.65, robust: 0.05 0.25)")
-    recipe.add_argument("--weight-trains-sigma", action=argparse.BooleanOptionalAction,
-                        help="the classification loss trains sigma through the uncertainty weight (paper)")
-    recipe.add_argument("--unclipped-log-prob", action=argparse.BooleanOptionalAction,
-                        help="REINFORCE on the log-density of the sample before its clip (robust)")
-    recipe.add_argument("--policy-trains", choices=POLICY_TRAINS,
-                        help="what the policy gradient trains: the emission head (paper), or the where pathway: "
-                        "emission, upper core and context network (robust)")
-    recipe.add_argument("--zero-init-mu", action=argparse.BooleanOptionalAction,
-                        help="start the mu head at zero: first glimpse at the centre, no move (robust)")
-    recipe.add_argument("--baseline-init", type=open_fraction, metavar="B",
-                        help="the baseline's initial output (robust: 1 / classes, the chance reward)")
-    recipe.add_argument("--baseline-before-move", action=argparse.BooleanOptionalAction,
-                        help="a move's baseline reads the state before the move, not the glimpse it placed (robust)")
-    recipe.add_argument("--context-mode", choices=("nearest", "bilinear", "area"),
-                        help="the context network's downsampling (paper: nearest, robust: area)")
-    recipe.add_argument("--reward", choices=REWARDS, help="final: 1 when the final prediction is right (paper); "
-                        "steps: share of right step predictions from the move on (robust)")
-    recipe.add_argument("--moves", choices=MOVES,
-                        help="relative: the next glimpse is the last one plus the move (paper, eq. 9); "
-                        "absolute: the action is the next glimpse's place (robust, as RAM)")
-    recipe.add_argument("--normalize-advantage", action=argparse.BooleanOptionalAction,
-                        help="divide the advantage by its standard deviation over the batch (robust)")
-    recipe.add_argument("--policy-lr-scale", type=positive_float, metavar="S",
-                        help="learning rate of what only the policy gradient trains, relative to --lr")
-    recipe.add_argument("--emission-batch-norm", action=argparse.BooleanOptionalAction,
-                        help="BatchNorm in the emission network's hidden layer (paper)")
-    recipe.add_argument("--border-penalty", type=non_negative_float, metavar="W",
-                        help="weight of the pull that brings a mean glimpse which left the image back to its border")
-    recipe.add_argument("--location-gradient", action=argparse.BooleanOptionalAction,
-                        help="also train the policy with the classification loss's gradient through the retina")
+    recipe.add_argument(
+        "--sigma-range",
+        type=positive_float,
+        nargs=2,
+        metavar=("LOW", "HIGH"),
+        help="range of the learned sigma of a move (paper: 0.61 1.65, robust: 0.05 0.25)",
+    )
+    recipe.add_argument(
+        "--weight-trains-sigma",
+        action=argparse.BooleanOptionalAction,
+        help="the classification loss trains sigma through the uncertainty weight (paper)",
+    )
+    recipe.add_argument(
+        "--unclipped-log-prob",
+        action=argparse.BooleanOptionalAction,
+        help="REINFORCE on the log-density of the sample before its clip (robust)",
+    )
+    recipe.add_argument(
+        "--policy-trains",
+        choices=POLICY_TRAINS,
+        help="what the policy gradient trains: the emission head (paper), or the where pathway: "
+        "emission, upper core and context network (robust)",
+    )
+    recipe.add_argument(
+        "--zero-init-mu",
+        action=argparse.BooleanOptionalAction,
+        help="start the mu head at zero: first glimpse at the centre, no move (robust)",
+    )
+    recipe.add_argument(
+        "--baseline-init",
+        type=open_fraction,
+        metavar="B",
+        help="the baseline's initial output (robust: 1 / classes, the chance reward)",
+    )
+    recipe.add_argument(
+        "--baseline-before-move",
+        action=argparse.BooleanOptionalAction,
+        help="a move's baseline reads the state before the move, not the glimpse it placed (robust)",
+    )
+    recipe.add_argument(
+        "--context-mode",
+        choices=("nearest", "bilinear", "area"),
+        help="the context network's downsampling (paper: nearest, robust: area)",
+    )
+    recipe.add_argument(
+        "--reward",
+        choices=REWARDS,
+        help="final: 1 when the final prediction is right (paper); "
+        "steps: share of right step predictions from the move on (robust)",
+    )
+    recipe.add_argument(
+        "--moves",
+        choices=MOVES,
+        help="relative: the next glimpse is the last one plus the move (paper, eq. 9); "
+        "absolute: the action is the next glimpse's place (robust, as RAM)",
+    )
+    recipe.add_argument(
+        "--normalize-advantage",
+        action=argparse.BooleanOptionalAction,
+        help="divide the advantage by its standard deviation over the batch (robust)",
+    )
+    recipe.add_argument(
+        "--policy-lr-scale",
+        type=positive_float,
+        metavar="S",
+        help="learning rate of what only the policy gradient trains, relative to --lr",
+    )
+    recipe.add_argument(
+        "--emission-batch-norm",
+        action=argparse.BooleanOptionalAction,
+        help="BatchNorm in the emission network's hidden layer (paper)",
+    )
+    recipe.add_argument(
+        "--border-penalty",
+        type=non_negative_float,
+        metavar="W",
+        help="weight of the pull that brings a mean glimpse which left the image back to its border",
+    )
+    recipe.add_argument(
+        "--location-gradient",
+        action=argparse.BooleanOptionalAction,
+        help="also train the policy with the classification loss's gradient through the retina",
+    )
     guidance = parser.add_argument_group("location guidance (LG-DRAM)")
-    guidance.add_argument("--location-guidance", type=unit_fraction, metavar="FRACTION",
-                          help="share of the training images whose target box also trains the policy; needs boxes "
-                          f"(default: {TRAIN_DEFAULTS['location_guidance']}, pure REINFORCE)")
-    guidance.add_argument("--guidance-weight", type=non_negative_float, metavar="W",
-                          help=f"weight of the guidance loss (default: {TRAIN_DEFAULTS['guidance_weight']})")
+    guidance.add_argument(
+        "--location-guidance",
+        type=unit_fraction,
+        metavar="FRACTION",
+        help="share of the training images whose target box also trains the policy; needs boxes "
+        f"(default: {TRAIN_DEFAULTS['location_guidance']}, pure REINFORCE)",
+    )
+    guidance.add_argument(
+        "--guidance-weight",
+        type=non_negative_float,
+        metavar="W",
+        help=f"weight of the guidance loss (default: {TRAIN_DEFAULTS['guidance_weight']})",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="gdram", formatter_class=HelpFormatter,
-                                     description="Train, evaluate and look at glimpse-attention classifiers "
-                                     "(Gaussian Deep Recurrent Attention Models).")
+    parser = argparse.ArgumentParser(
+        prog="gdram",
+        formatter_class=HelpFormatter,
+        description="Train, evaluate and look at glimpse-attention classifiers "
+        "(Gaussian Deep Recurrent Attention Models).",
+    )
     parser.add_argument("--version", action="version", version=f"gdram {_version()}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="{train,eval,visualize}")
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--debug", action="store_true", help="show the full traceback of any error")
 
-    train = commands.add_parser("train", help="train a model; with no options, GDRAM on the embedded data set",
-                                formatter_class=HelpFormatter, parents=[common],
-                                description="Train, validate every epoch, keep the best checkpoint by validation "
-                                "accuracy, evaluate it on the test split and print a one-line summary.")
+    train = commands.add_parser(
+        "train",
+        help="train a model; with no options, GDRAM on the embedded data set",
+        formatter_class=HelpFormatter,
+        parents=[common],
+        description="Train, validate every epoch, keep the best checkpoint by validation "
+        "accuracy, evaluate it on the test split and print a one-line summary.",
+    )
     _add_data_options(train, "default: cluttered-digits, embedded, no network needed")
     model = train.add_argument_group("model")
-    model.add_argument("--variant", choices=VARIANTS,
-                       help=f"attention variant or the CNN baseline (default: {TRAIN_DEFAULTS['variant']})")
-    model.add_argument("--policy", choices=POLICIES, help="ablations of learned attention: 'random' moves, every "
-                       "glimpse at the 'center', or the 'oracle' (at the target box's centre; needs boxes) "
-                       f"(default: {TRAIN_DEFAULTS['policy']})")
-    model.add_argument("--recipe", choices=RECIPES, help="training recipe: 'paper' is the published code's, "
-                       "'robust' learns where to look (README, 'Does it learn?'); the ingredient flags below "
-                       f"override single ingredients (default: {TRAIN_DEFAULTS['recipe']})")
+    model.add_argument(
+        "--variant",
+        choices=VARIANTS,
+        help=f"attention variant or the CNN baseline (default: {TRAIN_DEFAULTS['variant']})",
+    )
+    model.add_argument(
+        "--policy",
+        choices=POLICIES,
+        help="ablations of learned attention: 'random' moves, every "
+        "glimpse at the 'center', or the 'oracle' (at the target box's centre; needs boxes) "
+        f"(default: {TRAIN_DEFAULTS['policy']})",
+    )
+    model.add_argument(
+        "--recipe",
+        choices=RECIPES,
+        help="training recipe: 'paper' is the published code's, "
+        "'robust' learns where to look (README, 'Does it learn?'); the ingredient flags below "
+        f"override single ingredients (default: {TRAIN_DEFAULTS['recipe']})",
+    )
     model.add_argument("--glimpses", type=positive_int, help="T, glimpses per image (default: 8)")
-    model.add_argument("--glimpse-size", type=positive_int,
-                       help="g, cells per side of each retina scale (default: 12)")
+    model.add_argument("--glimpse-size", type=positive_int, help="g, cells per side of each retina scale (default: 12)")
     model.add_argument("--scales", type=positive_int, help="S, retina scales (default: 4)")
-    model.add_argument("--retina-mode", choices=RETINA_MODES, help="how the retina samples each cell: 'bilinear' "
-                       "(the paper's) or 'area' (the exact mean over the cell, anti-aliased) (default: bilinear)")
+    model.add_argument(
+        "--retina-mode",
+        choices=RETINA_MODES,
+        help="how the retina samples each cell: 'bilinear' "
+        "(the paper's) or 'area' (the exact mean over the cell, anti-aliased) (default: bilinear)",
+    )
     model.add_argument("--hidden-size", type=positive_int, help="LSTM/feature width (default: 128)")
     _add_recipe_options(train)
     run = train.add_argument_group("training")
-    run.add_argument("--epochs", type=positive_int,
-                     help=f"epochs (default: {EMBEDDED_EPOCHS} on the embedded sets, else 100)")
-    run.add_argument("--batch-size", type=positive_int,
-                     help=f"images per step (default: {EMBEDDED_BATCH_SIZE} on the embedded sets, else 128)")
+    run.add_argument(
+        "--epochs", type=positive_int, help=f"epochs (default: {EMBEDDED_EPOCHS} on the embedded sets, else 100)"
+    )
+    run.add_argument(
+        "--batch-size",
+        type=positive_int,
+        help=f"images per step (default: {EMBEDDED_BATCH_SIZE} on the embedded sets, else 128)",
+    )
     run.add_argument("--lr", type=positive_float, help=f"Adam's learning rate (default: {TRAIN_DEFAULTS['lr']})")
-    run.add_argument("--lr-patience", type=non_negative_int,
-                     help=f"ReduceLROnPlateau patience, in epochs (default: {TRAIN_DEFAULTS['lr_patience']})")
-    run.add_argument("--weight-decay", type=non_negative_float,
-                     help=f"Adam's weight decay (default: {TRAIN_DEFAULTS['weight_decay']})")
+    run.add_argument(
+        "--lr-patience",
+        type=non_negative_int,
+        help=f"ReduceLROnPlateau patience, in epochs (default: {TRAIN_DEFAULTS['lr_patience']})",
+    )
+    run.add_argument(
+        "--weight-decay",
+        type=non_negative_float,
+        help=f"Adam's weight decay (default: {TRAIN_DEFAULTS['weight_decay']})",
+    )
     run.add_argument("--grad-clip", type=positive_float, help="clip the gradient norm to this (default: no clip)")
-    run.add_argument("--seed", type=non_negative_int,
-                     help=f"seed of the weights, data order and moves (default: {TRAIN_DEFAULTS['seed']})")
-    run.add_argument("--device", type=device_name,
-                     help=f"auto, cpu, cuda or cuda:N (default: {TRAIN_DEFAULTS['device']})")
+    run.add_argument(
+        "--seed",
+        type=non_negative_int,
+        help=f"seed of the weights, data order and moves (default: {TRAIN_DEFAULTS['seed']})",
+    )
+    run.add_argument(
+        "--device", type=device_name, help=f"auto, cpu, cuda or cuda:N (default: {TRAIN_DEFAULTS['device']})"
+    )
     run.add_argument("--amp", action="store_true", help="bf16 autocast")
     run.add_argument("--compile", action="store_true", help="torch.compile the model (CUDA graphs on GPU)")
-    run.add_argument("--workers", type=non_negative_int,
-                     help=f"DataLoader workers (image folders) (default: {TRAIN_DEFAULTS['workers']})")
+    run.add_argument(
+        "--workers",
+        type=non_negative_int,
+        help=f"DataLoader workers (image folders) (default: {TRAIN_DEFAULTS['workers']})",
+    )
     run.add_argument("--out", metavar="RUNDIR", help="run directory (default: runs/<variant>-<data>-<time>)")
-    run.add_argument("--resume", action="store_true", help="continue the run in --out from its last.pt, with its "
-                     "saved settings (--epochs may extend it; other changed settings are refused)")
+    run.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the run in --out from its last.pt, with its "
+        "saved settings (--epochs may extend it; other changed settings are refused)",
+    )
     run.add_argument("--quiet", action="store_true", help="no progress bar (the per-epoch lines remain)")
 
-    evaluate = commands.add_parser("eval", help="accuracy, glimpses used and latency of a checkpoint",
-                                   formatter_class=HelpFormatter, parents=[common],
-                                   description="Top-1/top-5 accuracy, mean glimpses used and per-image latency of a "
-                                   "gdram checkpoint or a published GDRAM state dict.")
+    evaluate = commands.add_parser(
+        "eval",
+        help="accuracy, glimpses used and latency of a checkpoint",
+        formatter_class=HelpFormatter,
+        parents=[common],
+        description="Top-1/top-5 accuracy, mean glimpses used and per-image latency of a "
+        "gdram checkpoint or a published GDRAM state dict.",
+    )
     _add_checkpoint_options(evaluate, ("test", "val"), "which split to evaluate")
     evaluate.add_argument("--fast", action="store_true", help="F-GDRAM: stop glimpsing early when confident")
     evaluate.add_argument("--batch-size", type=positive_int, default=256, help="images per evaluation batch")
@@ -203,17 +347,26 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--no-latency", action="store_true", help="skip the latency measurement")
     evaluate.add_argument("--json", action="store_true", help="print one JSON object (null for a non-finite number)")
 
-    visualize = commands.add_parser("visualize", help="draw glimpse trajectories (PNG grid or animated GIF)",
-                                    formatter_class=HelpFormatter, parents=[common],
-                                    description="Draw every glimpse (each scale's square, the path, each weight; "
-                                    "green correct, red wrong) over images of the test split.")
+    visualize = commands.add_parser(
+        "visualize",
+        help="draw glimpse trajectories (PNG grid or animated GIF)",
+        formatter_class=HelpFormatter,
+        parents=[common],
+        description="Draw every glimpse (each scale's square, the path, each weight; "
+        "green correct, red wrong) over images of the test split.",
+    )
     _add_checkpoint_options(visualize, ("test", "val", "train"), "which split to draw")
     visualize.add_argument("--n", type=positive_int, default=16, help="number of images")
-    visualize.add_argument("--out", default="glimpses.png", metavar="FILE.png|FILE.gif",
-                           help="the picture: a PNG grid, or an animated GIF with one frame per glimpse")
+    visualize.add_argument(
+        "--out",
+        default="glimpses.png",
+        metavar="FILE.png|FILE.gif",
+        help="the picture: a PNG grid, or an animated GIF with one frame per glimpse",
+    )
     visualize.add_argument("--fast", action="store_true", help="F-GDRAM: draw only the glimpses it uses")
-    visualize.add_argument("--zoom", type=positive_int, default=2,
-                           help="pixels per image pixel (the picture is limited in size)")
+    visualize.add_argument(
+        "--zoom", type=positive_int, default=2, help="pixels per image pixel (the picture is limited in size)"
+    )
     visualize.add_argument("--seed", type=non_negative_int, default=0, help="which images (a seeded random pick)")
     visualize.add_argument("--device", type=device_name, default="cpu", help="auto, cpu, cuda or cuda:N")
     for subcommand in (train, evaluate, visualize):
@@ -223,8 +376,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _data_spec(args: argparse.Namespace, fallback: dict[str, Any] | None) -> dict[str, Any]:
     """The ``load_data`` arguments: the data flags given, over the checkpoint's (``fallback``), over the defaults."""
-    spec = dict(fallback) if fallback is not None else {"source": "cluttered-digits", "root": None,
-                                                          "image_size": None, "val_fraction": VAL_FRACTION}
+    spec = (
+        dict(fallback)
+        if fallback is not None
+        else {"source": "cluttered-digits", "root": None, "image_size": None, "val_fraction": VAL_FRACTION}
+    )
     source = args.data or args.dataset
     if source is not None:
         spec = {key: value for key, value in spec.items() if key not in ("fingerprint", "generator")}
@@ -239,9 +395,14 @@ def _data_spec(args: argparse.Namespace, fallback: dict[str, Any] | None) -> dic
 
 
 def _load(spec: dict[str, Any], download: bool = False) -> DataSplits:
-    return load_data(spec["source"], root=spec.get("root"), download=download,
-                     val_fraction=spec.get("val_fraction", VAL_FRACTION), seed=spec.get("seed", 0),
-                     image_size=tuple(spec["image_size"]) if spec.get("image_size") else None)
+    return load_data(
+        spec["source"],
+        root=spec.get("root"),
+        download=download,
+        val_fraction=spec.get("val_fraction", VAL_FRACTION),
+        seed=spec.get("seed", 0),
+        image_size=tuple(spec["image_size"]) if spec.get("image_size") else None,
+    )
 
 
 def _load_training_data(spec: dict[str, Any], download: bool, show_warnings: bool) -> DataSplits:
@@ -270,9 +431,11 @@ def _check_model_size(config: GDRAMConfig) -> None:
     with torch.device("meta"):
         count = sum(parameter.numel() for parameter in create_model(config).parameters())
     if count > MAX_PARAMETERS:
-        raise ValueError(f"the model would have {count:,} parameters (at most {MAX_PARAMETERS:,}) with "
-                         f"{config.num_classes:,} classes and hidden size {config.hidden_size}; check the data's "
-                         "labels and --hidden-size")
+        raise ValueError(
+            f"the model would have {count:,} parameters (at most {MAX_PARAMETERS:,}) with "
+            f"{config.num_classes:,} classes and hidden size {config.hidden_size}; check the data's "
+            "labels and --hidden-size"
+        )
 
 
 def _refuse_ignored_flags(args: argparse.Namespace) -> None:
@@ -286,33 +449,45 @@ def _refuse_changed_settings(args: argparse.Namespace, saved: dict[str, Any]) ->
     """A resumed run keeps its saved settings: refuse a flag that asks for another value."""
     config, train, data = saved["config"], saved.get("train", {}), saved.get("data") or {}
     asked = {
-        "--variant": (args.variant, config.get("variant")), "--glimpses": (args.glimpses, config.get("num_glimpses")),
+        "--variant": (args.variant, config.get("variant")),
+        "--glimpses": (args.glimpses, config.get("num_glimpses")),
         "--glimpse-size": (args.glimpse_size, config.get("glimpse_size")),
         "--scales": (args.scales, config.get("num_scales")),
         "--retina-mode": (args.retina_mode, config.get("retina_mode")),
         "--hidden-size": (args.hidden_size, config.get("hidden_size")),
         "--policy": (args.policy, GDRAMConfig.from_dict(config, train).policy),
         "--batch-size": (args.batch_size, train.get("batch_size")),
-        "--lr": (args.lr, train.get("lr")), "--lr-patience": (args.lr_patience, train.get("lr_patience")),
+        "--lr": (args.lr, train.get("lr")),
+        "--lr-patience": (args.lr_patience, train.get("lr_patience")),
         "--weight-decay": (args.weight_decay, train.get("weight_decay")),
-        "--grad-clip": (args.grad_clip, train.get("grad_clip")), "--seed": (args.seed, train.get("seed")),
-        "--device": (args.device, train.get("device")), "--workers": (args.workers, train.get("num_workers")),
-        "--amp": (args.amp or None, train.get("amp")), "--compile": (args.compile or None, train.get("compile")),
+        "--grad-clip": (args.grad_clip, train.get("grad_clip")),
+        "--seed": (args.seed, train.get("seed")),
+        "--device": (args.device, train.get("device")),
+        "--workers": (args.workers, train.get("num_workers")),
+        "--amp": (args.amp or None, train.get("amp")),
+        "--compile": (args.compile or None, train.get("compile")),
         "--recipe": (args.recipe, config.get("recipe", "paper")),
         "--location-guidance": (args.location_guidance, train.get("location_guidance", 0.0)),
         "--guidance-weight": (args.guidance_weight, train.get("guidance_weight", 10.0)),
-        **{"--" + name.replace("_", "-"): (_as_stored(getattr(args, name)), _as_stored(config.get(name)))
-           for name in INGREDIENT_FLAGS},
+        **{
+            "--" + name.replace("_", "-"): (_as_stored(getattr(args, name)), _as_stored(config.get(name)))
+            for name in INGREDIENT_FLAGS
+        },
         "--image-size": (list(args.image_size) if args.image_size else None, data.get("image_size")),
         "--val-fraction": (args.val_fraction, data.get("val_fraction", VAL_FRACTION)),
     }
-    changed = [f"{flag} {given} (the run has {kept})" for flag, (given, kept) in asked.items()
-               if given is not None and given != kept]
+    changed = [
+        f"{flag} {given} (the run has {kept})"
+        for flag, (given, kept) in asked.items()
+        if given is not None and given != kept
+    ]
     if args.epochs is not None and args.epochs < saved["epoch"]:
         changed.append(f"--epochs {args.epochs} (the total; the run has already trained {saved['epoch']})")
     if changed:
-        raise _UsageError(f"--resume continues a run with its saved settings, refusing {'; '.join(changed)}; only "
-                          "--epochs and --quiet change a resumed run (start a new run to change the others)")
+        raise _UsageError(
+            f"--resume continues a run with its saved settings, refusing {'; '.join(changed)}; only "
+            "--epochs and --quiet change a resumed run (start a new run to change the others)"
+        )
 
 
 def _as_stored(value: Any) -> Any:
@@ -326,8 +501,10 @@ def _resumed_data_spec(args: argparse.Namespace, saved: dict[str, Any] | None, o
     if args.data or args.dataset:
         spec = locate(_data_spec(args, saved))
         if not same_data(saved, spec):
-            raise DataError(f"{spec['source']} is not the data set {owner} was trained on ({saved['source']}); a "
-                            "resumed run continues on its own data (start a new run to train on other data)")
+            raise DataError(
+                f"{spec['source']} is not the data set {owner} was trained on ({saved['source']}); a "
+                "resumed run continues on its own data (start a new run to train on other data)"
+            )
         return spec
     spec = _data_spec(args, saved)
     if saved is not None:
@@ -362,36 +539,60 @@ def _train(args: argparse.Namespace) -> int:
             _check_new_run_dir(out)
         args.run_dir = out
         remove_stale_temporaries(out)
-        chosen = {"num_glimpses": args.glimpses, "glimpse_size": args.glimpse_size, "num_scales": args.scales,
-                  "retina_mode": args.retina_mode, "hidden_size": args.hidden_size}
+        chosen = {
+            "num_glimpses": args.glimpses,
+            "glimpse_size": args.glimpse_size,
+            "num_scales": args.scales,
+            "retina_mode": args.retina_mode,
+            "hidden_size": args.hidden_size,
+        }
         chosen.update({name: getattr(args, name) for name in INGREDIENT_FLAGS})
         overrides = {name: value for name, value in chosen.items() if value is not None}
-        flags = {name: TRAIN_DEFAULTS[name] if getattr(args, name) is None else getattr(args, name)
-                 for name in TRAIN_DEFAULTS}
-        config = GDRAMConfig(num_classes=data.num_classes, in_channels=data.in_channels, image_size=data.image_size,
-                             variant=flags["variant"], policy=flags["policy"], recipe=flags["recipe"],
-                             **overrides)
+        flags = {
+            name: TRAIN_DEFAULTS[name] if getattr(args, name) is None else getattr(args, name)
+            for name in TRAIN_DEFAULTS
+        }
+        config = GDRAMConfig(
+            num_classes=data.num_classes,
+            in_channels=data.in_channels,
+            image_size=data.image_size,
+            variant=flags["variant"],
+            policy=flags["policy"],
+            recipe=flags["recipe"],
+            **overrides,
+        )
         _check_model_size(config)
         embedded = spec["source"] in EMBEDDED_SETS
         epochs = args.epochs if args.epochs is not None else (EMBEDDED_EPOCHS if embedded else 100)
         batch_size = args.batch_size if args.batch_size is not None else (EMBEDDED_BATCH_SIZE if embedded else 128)
-        settings = TrainSettings(epochs=epochs, batch_size=batch_size, lr=flags["lr"],
-                                 lr_patience=flags["lr_patience"], weight_decay=flags["weight_decay"],
-                                 grad_clip=args.grad_clip, seed=flags["seed"], device=flags["device"], amp=args.amp,
-                                 compile=args.compile, num_workers=flags["workers"],
-                                 location_guidance=flags["location_guidance"],
-                                 guidance_weight=flags["guidance_weight"])
+        settings = TrainSettings(
+            epochs=epochs,
+            batch_size=batch_size,
+            lr=flags["lr"],
+            lr_patience=flags["lr_patience"],
+            weight_decay=flags["weight_decay"],
+            grad_clip=args.grad_clip,
+            seed=flags["seed"],
+            device=flags["device"],
+            amp=args.amp,
+            compile=args.compile,
+            num_workers=flags["workers"],
+            location_guidance=flags["location_guidance"],
+            guidance_weight=flags["guidance_weight"],
+        )
         trainer = Trainer(config, data, settings, out, spec, quiet=args.quiet)
     if place.is_main:
         print(f"gdram train: run directory {out}", file=sys.stderr)
     summary = trainer.fit()
     if place.is_main:
         policy = "" if summary["variant"] == "cnn" else f" ({summary['policy']} policy)"
-        print(f"{summary['variant']}{policy} on {summary['dataset']}: test top-1 "
-              f"{summary['test_top1']:.4f} top-5 {summary['test_top5']:.4f} (n={summary['test_n']})"
-              + ("" if summary["test_hit_rate"] is None else f", glimpse hit rate {summary['test_hit_rate']:.3f}")
-              + f", best val {summary['best_val_top1']:.4f} at epoch {summary['best_epoch']}/{summary['epochs']}, "
-              f"{summary['train_seconds']:.0f}s training; run {summary['run_dir']}")
+        print(
+            f"{summary['variant']}{policy} on {summary['dataset']}: test top-1 "
+            f"{summary['test_top1']:.4f} top-5 {summary['test_top5']:.4f} (n={summary['test_n']})"
+            + ("" if summary["test_hit_rate"] is None else f", glimpse hit rate {summary['test_hit_rate']:.3f}")
+            + f", best val {summary['best_val_top1']:.4f} at epoch {summary['best_epoch']}/{summary['epochs']}, "
+            f"{summary['train_seconds']:.0f}s training; run {summary['run_dir']}"
+        )
     return 0
 
 
@@ -404,8 +605,9 @@ def _load_for_eval(args: argparse.Namespace):
     state = load_state_file(args.checkpoint)
     loaded = model_from_state(state, args.checkpoint, device)
     if loaded.kind == "official" and not (args.data or args.dataset):
-        raise ValueError(f"{args.checkpoint} is a published state dict with no data set attached: pass --dataset "
-                         "or --data")
+        raise ValueError(
+            f"{args.checkpoint} is a published state dict with no data set attached: pass --dataset or --data"
+        )
     if loaded.data is not None and not (args.data or args.dataset):
         verify(loaded.data, args.checkpoint)
     data = _load(_data_spec(args, loaded.data), args.download)
@@ -413,8 +615,10 @@ def _load_for_eval(args: argparse.Namespace):
         loaded = model_from_state(state, args.checkpoint, device, image_size=data.image_size)
     config = loaded.model.config
     if (config.in_channels, tuple(config.image_hw)) != (data.in_channels, tuple(data.image_size)):
-        raise ValueError(f"{args.checkpoint} expects {config.in_channels}x{config.image_hw[0]}x{config.image_hw[1]} "
-                         f"images but {data.name} has {data.in_channels}x{data.image_size[0]}x{data.image_size[1]}")
+        raise ValueError(
+            f"{args.checkpoint} expects {config.in_channels}x{config.image_hw[0]}x{config.image_hw[1]} "
+            f"images but {data.name} has {data.in_channels}x{data.image_size[0]}x{data.image_size[1]}"
+        )
     check_model_classes(config.num_classes, data, args.checkpoint)
     if args.fast and config.variant == "cnn":
         raise ValueError(f"--fast stops glimpsing early, but {args.checkpoint} is the CNN baseline (no glimpses)")
@@ -438,21 +642,35 @@ def _eval(args: argparse.Namespace) -> int:
     if not args.no_latency:
         result.update(measure_latency(loaded.model, dataset, device, args.fast, min(args.batch_size, 128)))
     variant = loaded.model.config.variant
-    result.update(checkpoint=str(args.checkpoint), kind=loaded.kind, variant=variant,
-                  policy=policy, dataset=data.name, split=args.split, fast=args.fast, device=str(device))
+    result.update(
+        checkpoint=str(args.checkpoint),
+        kind=loaded.kind,
+        variant=variant,
+        policy=policy,
+        dataset=data.name,
+        split=args.split,
+        fast=args.fast,
+        device=str(device),
+    )
     if args.json:
         print(json.dumps({key: _json_value(value) for key, value in result.items()}, allow_nan=False))
         return 0
     name = f"F-{variant.upper()}" if args.fast else variant
-    line = (f"{name} {args.checkpoint} on {data.name} {args.split} (n={result['n']}): top-1 {result['top1']:.4f} "
-            f"top-5 {result['top5']:.4f} (sampled path {result['sampled_top1']:.4f}), "
-            f"{result['mean_glimpses']:.2f} glimpses/image")
+    line = (
+        f"{name} {args.checkpoint} on {data.name} {args.split} (n={result['n']}): top-1 {result['top1']:.4f} "
+        f"top-5 {result['top5']:.4f} (sampled path {result['sampled_top1']:.4f}), "
+        f"{result['mean_glimpses']:.2f} glimpses/image"
+    )
     if result["hit_rate"] is not None:
-        line += (f", glimpse hit rate {result['hit_rate']:.3f}, {result['box_distance_px']:.1f} px from the target, "
-                 f"{result['border_share']:.3f} on the border")
+        line += (
+            f", glimpse hit rate {result['hit_rate']:.3f}, {result['box_distance_px']:.1f} px from the target, "
+            f"{result['border_share']:.3f} on the border"
+        )
     if not args.no_latency:
-        line += (f", {result['latency_ms_batch1']:.2f} ms/image at batch 1, {result['latency_ms_batched']:.3f} "
-                 f"ms/image at batch {result['latency_batch_size']} on {device}")
+        line += (
+            f", {result['latency_ms_batch1']:.2f} ms/image at batch 1, {result['latency_ms_batched']:.3f} "
+            f"ms/image at batch {result['latency_batch_size']} on {device}"
+        )
     print(line)
     return 0
 
@@ -467,8 +685,10 @@ def _visualize(args: argparse.Namespace) -> int:
         raise _UsageError(f"--out must end in .png or .gif, got {args.out}")
     loaded, data, _ = _load_for_eval(args)
     if loaded.model.config.policy == "oracle":
-        raise ValueError(f"{args.checkpoint} was trained with the oracle policy, which looks at the data's target "
-                         "boxes, not where a policy chooses: there is no learned trajectory to draw")
+        raise ValueError(
+            f"{args.checkpoint} was trained with the oracle policy, which looks at the data's target "
+            "boxes, not where a policy chooses: there is no learned trajectory to draw"
+        )
     dataset = _split(data, args.split)
     count = min(args.n, len(dataset))
     picked = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(args.seed))[:count]

@@ -108,8 +108,10 @@ def generate_cluttered(
     expected = (spec.digit_size, spec.digit_size)
     for name, array in (("digits", digits), ("clutter_digits", clutter)):
         if array.ndim != 3 or array.shape[1:] != expected or array.dtype != np.uint8:
-            raise ValueError(f"{name} must be uint8 of shape (N, {spec.digit_size}, {spec.digit_size}), "
-                             f"got {array.dtype} {array.shape}")
+            raise ValueError(
+                f"{name} must be uint8 of shape (N, {spec.digit_size}, {spec.digit_size}), "
+                f"got {array.dtype} {array.shape}"
+            )
         if len(array) == 0:
             raise ValueError(f"{name} is empty")
     if len(labels) != len(digits):
@@ -127,10 +129,10 @@ def generate_cluttered(
         for j in range(spec.num_clutter):
             cy, cx = fragment_crops[i, j]
             py, px = fragment_positions[i, j]
-            piece = clutter[fragment_sources[i, j], cy:cy + frag, cx:cx + frag]
-            np.maximum(image[py:py + frag, px:px + frag], piece, out=image[py:py + frag, px:px + frag])
+            piece = clutter[fragment_sources[i, j], cy : cy + frag, cx : cx + frag]
+            np.maximum(image[py : py + frag, px : px + frag], piece, out=image[py : py + frag, px : px + frag])
         y, x = positions[i]
-        np.maximum(image[y:y + size, x:x + size], digits[sources[i]], out=image[y:y + size, x:x + size])
+        np.maximum(image[y : y + size, x : x + size], digits[sources[i]], out=image[y : y + size, x : x + size])
     tight = np.array([_tight_box(digit) for digit in digits], dtype=np.float32)  # (N, 4) inside the square
     offsets = np.concatenate([positions[:, ::-1], positions[:, ::-1]], axis=1).astype(np.float32)
     return images, np.asarray(labels, dtype=np.int64)[sources], tight[sources] + offsets
@@ -184,8 +186,9 @@ def cache_dir() -> Path:
 
 EMBEDDED_SPECS = {
     "cluttered-digits": EmbeddedSpec(),
-    "cluttered-digits-128": EmbeddedSpec(clutter=ClutterSpec(canvas_size=128, digit_size=28, num_clutter=8,
-                                                             fragment_size=12)),
+    "cluttered-digits-128": EmbeddedSpec(
+        clutter=ClutterSpec(canvas_size=128, digit_size=28, num_clutter=8, fragment_size=12)
+    ),
 }
 
 
@@ -220,10 +223,15 @@ def _build_cluttered_digits(spec: EmbeddedSpec) -> dict[str, np.ndarray]:
     digits = resize_digits(source.images, spec.clutter.digit_size)
     train_idx, val_idx, test_idx = split_by_source(labels, spec.val_digits, spec.test_digits, spec.seed)
     arrays: dict[str, np.ndarray] = {}
-    for offset, (name, idx, placements) in enumerate((("train", train_idx, spec.train_placements),
-                                                      ("val", val_idx, spec.eval_placements),
-                                                      ("test", test_idx, spec.eval_placements))):
-        images, targets, boxes = generate_cluttered(digits[idx], labels[idx], len(idx) * placements, spec.clutter,
-                                                    seed=spec.seed * 1000 + offset + 1)
+    for offset, (name, idx, placements) in enumerate(
+        (
+            ("train", train_idx, spec.train_placements),
+            ("val", val_idx, spec.eval_placements),
+            ("test", test_idx, spec.eval_placements),
+        )
+    ):
+        images, targets, boxes = generate_cluttered(
+            digits[idx], labels[idx], len(idx) * placements, spec.clutter, seed=spec.seed * 1000 + offset + 1
+        )
         arrays[f"x_{name}"], arrays[f"y_{name}"], arrays[f"box_{name}"] = images[:, None], targets, boxes
     return arrays

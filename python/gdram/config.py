@@ -297,8 +297,15 @@ class GDRAMConfig:
             _check_positive_float("sigma_range", value)
         if not low_high[0] < low_high[1]:
             raise ValueError(f"sigma_range must have low < high, got {low_high!r}")
-        for name in ("weight_trains_sigma", "unclipped_log_prob", "zero_init_mu", "normalize_advantage",
-                     "location_gradient", "baseline_before_move", "emission_batch_norm"):
+        for name in (
+            "weight_trains_sigma",
+            "unclipped_log_prob",
+            "zero_init_mu",
+            "normalize_advantage",
+            "location_gradient",
+            "baseline_before_move",
+            "emission_batch_norm",
+        ):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name} must be a bool, got {getattr(self, name)!r}")
         if self.policy_trains not in POLICY_TRAINS:
@@ -312,8 +319,11 @@ class GDRAMConfig:
             raise ValueError(f"baseline_init must lie in (0, 1), be 'chance' or None, got {init!r}")
         _check_positive_float("policy_lr_scale", self.policy_lr_scale)
         _check_positive_int("episodes_per_image", self.episodes_per_image)
-        if isinstance(self.border_penalty, bool) or not isinstance(self.border_penalty, (int, float)) \
-                or not (math.isfinite(self.border_penalty) and self.border_penalty >= 0):
+        if (
+            isinstance(self.border_penalty, bool)
+            or not isinstance(self.border_penalty, (int, float))
+            or not (math.isfinite(self.border_penalty) and self.border_penalty >= 0)
+        ):
             raise ValueError(f"border_penalty must be a finite number >= 0, got {self.border_penalty!r}")
 
     @property

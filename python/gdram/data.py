@@ -106,8 +106,10 @@ class DataSplits:
     def describe(self) -> str:
         """One line: name, sizes of the splits, classes and image shape."""
         height, width = self.image_size
-        return (f"{self.name}: {len(self.train)} train / {len(self.val)} val / {len(self.test)} test, "
-                f"{self.num_classes} classes, {self.in_channels}x{height}x{width}")
+        return (
+            f"{self.name}: {len(self.train)} train / {len(self.val)} val / {len(self.test)} test, "
+            f"{self.num_classes} classes, {self.in_channels}x{height}x{width}"
+        )
 
 
 def load_data(
@@ -167,8 +169,10 @@ def _to_nchw(name: str, images: np.ndarray, path: Path) -> np.ndarray:
         return images
     if last and not first:
         return images.transpose(0, 3, 1, 2)
-    raise DataError(f"{path}: cannot tell the channel axis of {name} with shape {images.shape} "
-                    "(channels must be 1, 3 or 4, first or last)")
+    raise DataError(
+        f"{path}: cannot tell the channel axis of {name} with shape {images.shape} "
+        "(channels must be 1, 3 or 4, first or last)"
+    )
 
 
 def _check_images(name: str, images: np.ndarray, path: Path) -> torch.Tensor:
@@ -225,8 +229,9 @@ def load_npz(
     if "x_val" not in arrays:
         if "box_val" in arrays:
             raise DataError(f"{path}: box_val given without x_val, y_val")
-        arrays.update(_hold_out(arrays["x_train"], arrays["y_train"], val_fraction, seed, path,
-                                arrays.get("box_train")))
+        arrays.update(
+            _hold_out(arrays["x_train"], arrays["y_train"], val_fraction, seed, path, arrays.get("box_train"))
+        )
     return _from_arrays(path.name, arrays, num_classes, image_size, path)
 
 
@@ -307,19 +312,26 @@ def _from_arrays(
     shapes = {split: tuple(images.shape[1:]) for split, (images, _) in splits.items()}
     if len(set(shapes.values())) != 1:
         raise DataError(f"{where}: the splits' image shapes differ: {shapes}")
-    boxes = {split: _check_boxes(f"box_{split}", arrays[f"box_{split}"], len(splits[split][0]),
-                                 tuple(shapes[split][1:]), where)
-             for split in splits if f"box_{split}" in arrays}
+    boxes = {
+        split: _check_boxes(
+            f"box_{split}", arrays[f"box_{split}"], len(splits[split][0]), tuple(shapes[split][1:]), where
+        )
+        for split in splits
+        if f"box_{split}" in arrays
+    }
     largest = max(int(labels.max()) for _, labels in splits.values())
     classes = num_classes if num_classes is not None else largest + 1
     for split, (_, labels) in splits.items():
         if int(labels.min()) < 0 or int(labels.max()) >= classes:
-            raise DataError(f"{where}: y_{split} has labels out of range [0, {classes}): "
-                            f"min {int(labels.min())}, max {int(labels.max())}")
+            raise DataError(
+                f"{where}: y_{split} has labels out of range [0, {classes}): "
+                f"min {int(labels.min())}, max {int(labels.max())}"
+            )
     channels, height, width = shapes["train"]
     size = image_size or (height, width)
-    datasets = {split: TensorImages(images, labels, size, boxes.get(split))
-                for split, (images, labels) in splits.items()}
+    datasets = {
+        split: TensorImages(images, labels, size, boxes.get(split)) for split, (images, labels) in splits.items()
+    }
     return DataSplits(name, datasets["train"], datasets["val"], datasets["test"], classes, channels, size)
 
 
@@ -347,8 +359,9 @@ def _image_folder(
     try:
         probe = datasets.ImageFolder(str(roots[0]))
     except (FileNotFoundError, RuntimeError) as error:
-        raise DataError(f"{roots[0]}: not an ImageFolder directory (one sub-folder of images per class): {error}") \
-            from None
+        raise DataError(
+            f"{roots[0]}: not an ImageFolder directory (one sub-folder of images per class): {error}"
+        ) from None
     check_images([sample for sample, _ in probe.samples], roots[0])
     with Image.open(probe.samples[0][0]) as first:
         channels = 1 if first.mode in ("1", "L", "I", "I;16", "F") else 3
@@ -369,18 +382,24 @@ def _image_folder(
     if len(probe.classes) > classes:
         raise DataError(f"{path}: {len(probe.classes)} class folders but num_classes is {classes}")
     if "train" not in split_dirs:
-        val, test, rest = (part.tolist() for part in split_indices(len(train), val_fraction, seed, 2,
-                                                                    f"{path}: {len(train)} images"))
-        return DataSplits(path.name, Subset(train, rest), Subset(train, val), Subset(train, test), classes, channels,
-                          size)
+        val, test, rest = (
+            part.tolist() for part in split_indices(len(train), val_fraction, seed, 2, f"{path}: {len(train)} images")
+        )
+        return DataSplits(
+            path.name, Subset(train, rest), Subset(train, val), Subset(train, test), classes, channels, size
+        )
     if "test" not in split_dirs:
         raise DataError(f"{path}: has train/ but no test/ folder")
     test = folder(split_dirs["test"])
     if "val" in split_dirs:
         val = folder(split_dirs["val"])
     else:
-        held, rest = (part.tolist() for part in split_indices(len(train), val_fraction, seed, 1,
-                                                               f"{split_dirs['train']}: {len(train)} training images"))
+        held, rest = (
+            part.tolist()
+            for part in split_indices(
+                len(train), val_fraction, seed, 1, f"{split_dirs['train']}: {len(train)} training images"
+            )
+        )
         train, val = Subset(train, rest), Subset(train, held)
     return DataSplits(path.name, train, val, test, classes, channels, size)
 
@@ -391,8 +410,12 @@ def _image_folder(
 def _torchvision(name: str, root: Path, download: bool, size: tuple[int, int]) -> DataSplits:
     from torchvision import datasets
 
-    classes = {"mnist": datasets.MNIST, "cluttered-mnist": datasets.MNIST,
-               "cifar10": datasets.CIFAR10, "cifar100": datasets.CIFAR100}[name]
+    classes = {
+        "mnist": datasets.MNIST,
+        "cluttered-mnist": datasets.MNIST,
+        "cifar10": datasets.CIFAR10,
+        "cifar100": datasets.CIFAR100,
+    }[name]
     try:
         train = classes(str(root), train=True, download=download)
         test = classes(str(root), train=False, download=download)
@@ -401,12 +424,19 @@ def _torchvision(name: str, root: Path, download: bool, size: tuple[int, int]) -
         raise DataError(f"{classes.__name__} is not under {root} ({error}){hint}") from None
     except OSError as error:  # urllib's URLError and socket errors when downloading without network
         raise DataError(f"could not download {classes.__name__} into {root}: {error}") from None
-    arrays = {"x_train": np.asarray(train.data), "y_train": np.asarray(train.targets),
-              "x_test": np.asarray(test.data), "y_test": np.asarray(test.targets)}
+    arrays = {
+        "x_train": np.asarray(train.data),
+        "y_train": np.asarray(train.targets),
+        "x_test": np.asarray(test.data),
+        "y_test": np.asarray(test.targets),
+    }
     if name == "cluttered-mnist":
         arrays = _clutter_mnist(arrays)
-    arrays.update(_hold_out(arrays["x_train"], arrays["y_train"], PAPER_VAL / len(arrays["x_train"]), 0, root,
-                            arrays.get("box_train")))
+    arrays.update(
+        _hold_out(
+            arrays["x_train"], arrays["y_train"], PAPER_VAL / len(arrays["x_train"]), 0, root, arrays.get("box_train")
+        )
+    )
     return _from_arrays(name, arrays, len(train.classes), size, root / classes.__name__)
 
 
@@ -417,7 +447,8 @@ def _clutter_mnist(arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     for offset, split in enumerate(("train", "test")):
         digits = resize_digits(arrays[f"x_{split}"], spec.digit_size)
         out[f"x_{split}"], out[f"y_{split}"], out[f"box_{split}"] = generate_cluttered(
-            digits, arrays[f"y_{split}"], len(digits), spec, seed=offset + 1)
+            digits, arrays[f"y_{split}"], len(digits), spec, seed=offset + 1
+        )
     return out
 
 
@@ -442,19 +473,23 @@ def batches(
     rank; rank ``r`` of ``world_size`` takes every ``world_size``-th index. When shuffling (training),
     the order is padded by repetition so that every rank gets the same number of batches.
     """
-    order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed)) if shuffle \
+    order = (
+        torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed))
+        if shuffle
         else torch.arange(len(dataset))
+    )
     if shuffle and world_size > 1 and len(order) % world_size:
         order = torch.cat([order, order[: world_size - len(order) % world_size]])
     order = order[rank::world_size]
     if isinstance(dataset, TensorImages):
         for start in range(0, len(order), batch_size):
-            indices = order[start:start + batch_size]
+            indices = order[start : start + batch_size]
             items = (*dataset.batch(indices), dataset.boxes(indices)) if boxes else dataset.batch(indices)
             yield tuple(item.pin_memory() for item in items) if pin_memory else items
         return
-    loader = DataLoader(Subset(dataset, order.tolist()), batch_size=batch_size, num_workers=num_workers,
-                        pin_memory=pin_memory)
+    loader = DataLoader(
+        Subset(dataset, order.tolist()), batch_size=batch_size, num_workers=num_workers, pin_memory=pin_memory
+    )
     for images, labels in loader:
         yield (images, labels.long(), torch.full((len(labels), 4), float("nan"))) if boxes else (images, labels.long())
 

@@ -33,9 +33,11 @@ def check_classes(data: DataSplits) -> list[str]:
         DataError: the labels make more classes than :data:`MAX_CLASSES`.
     """
     if data.num_classes > MAX_CLASSES:
-        raise DataError(f"{data.name}: labels go up to {data.num_classes - 1}, which would make "
-                        f"{data.num_classes:,} classes (at most {MAX_CLASSES:,}); labels must be class indices "
-                        "0..K-1")
+        raise DataError(
+            f"{data.name}: labels go up to {data.num_classes - 1}, which would make "
+            f"{data.num_classes:,} classes (at most {MAX_CLASSES:,}); labels must be class indices "
+            "0..K-1"
+        )
     labels = split_labels(data.train)
     if labels is None:
         return []
@@ -43,8 +45,10 @@ def check_classes(data: DataSplits) -> list[str]:
     if not absent:
         return []
     shown = ", ".join(str(label) for label in absent[:10]) + (", ..." if len(absent) > 10 else "")
-    return [f"the training split of {data.name} has no image of {len(absent)} of its {data.num_classes} classes "
-            f"({shown}): the model cannot learn them"]
+    return [
+        f"the training split of {data.name} has no image of {len(absent)} of its {data.num_classes} classes "
+        f"({shown}): the model cannot learn them"
+    ]
 
 
 def check_model_classes(num_classes: int, data: DataSplits, model_name: str) -> None:
@@ -54,5 +58,7 @@ def check_model_classes(num_classes: int, data: DataSplits, model_name: str) -> 
         DataError: ``data`` has more classes than the model.
     """
     if data.num_classes > num_classes:
-        raise DataError(f"{model_name} predicts {num_classes} classes but {data.name} has {data.num_classes} "
-                        f"(labels 0-{data.num_classes - 1}): it was trained on other data")
+        raise DataError(
+            f"{model_name} predicts {num_classes} classes but {data.name} has {data.num_classes} "
+            f"(labels 0-{data.num_classes - 1}): it was trained on other data"
+        )

@@ -14,9 +14,15 @@ from pathlib import Path
 from PIL import Image
 
 _UNREADABLE = (OSError, SyntaxError, ValueError, Image.DecompressionBombError)
-_SIGNATURES = {b"\x89PNG": "a PNG image", b"\xff\xd8\xff": "a JPEG image", b"GIF8": "a GIF image",
-               b"\x93NUMPY": "a .npy file (one array)", b"\x1f\x8b": "a gzip file", b"\x80": "a pickle file",
-               b"BM": "a BMP image"}
+_SIGNATURES = {
+    b"\x89PNG": "a PNG image",
+    b"\xff\xd8\xff": "a JPEG image",
+    b"GIF8": "a GIF image",
+    b"\x93NUMPY": "a .npy file (one array)",
+    b"\x1f\x8b": "a gzip file",
+    b"\x80": "a pickle file",
+    b"BM": "a BMP image",
+}
 
 
 def describe(head: bytes) -> str:
@@ -42,8 +48,10 @@ def require_npz(path: Path) -> None:
     except OSError:
         return
     if not head.startswith(b"PK"):
-        raise DataError(f"{path}: not a readable .npz file, it is {describe(head)}; --data takes a .npz file "
-                        "(x_train, y_train, x_test, y_test) or an ImageFolder directory")
+        raise DataError(
+            f"{path}: not a readable .npz file, it is {describe(head)}; --data takes a .npz file "
+            "(x_train, y_train, x_test, y_test) or an ImageFolder directory"
+        )
 
 
 def read_image(path: str) -> Image.Image:

@@ -75,8 +75,9 @@ def model_from_state(
     try:
         model = from_official(state, **official_overrides)
     except (KeyError, TypeError, ValueError) as error:
-        raise CheckpointError(f"{path}: neither a gdram checkpoint nor a published GDRAM state dict ({error})") \
-            from None
+        raise CheckpointError(
+            f"{path}: neither a gdram checkpoint nor a published GDRAM state dict ({error})"
+        ) from None
     return LoadedModel(model.to(device).eval(), "official", None, None)
 
 
@@ -101,8 +102,9 @@ def evaluation_totals(
     core = model.module if hasattr(model, "module") else model
     bound = getattr(core, "location_bound", None)
     totals = Totals(EVAL_TOTALS)
-    for images, labels, boxes in batches(dataset, batch_size, rank=rank, world_size=world_size,
-                                         num_workers=num_workers, boxes=True):
+    for images, labels, boxes in batches(
+        dataset, batch_size, rank=rank, world_size=world_size, num_workers=num_workers, boxes=True
+    ):
         images, labels = images.to(device), labels.to(device)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
             result = run_policy(model, images, boxes, fast, sample)
@@ -124,9 +126,14 @@ def summarize(totals: Totals) -> dict[str, float | None]:
     """``loss``, ``top1``, ``top5``, ``mean_glimpses``, ``n`` and the attention metrics (``hit_rate``,
     ``box_distance_px``, ``border_share``; None when unknown) from :func:`evaluation_totals`' sums."""
     count = max(totals["count"], 1.0)
-    return {"loss": totals["loss"] / count, "top1": totals["top1"] / count, "top5": totals["top5"] / count,
-            "mean_glimpses": totals["glimpses_used"] / count, "n": int(totals["count"]),
-            **attention_metrics(totals.select(GLIMPSE_COUNTS))}
+    return {
+        "loss": totals["loss"] / count,
+        "top1": totals["top1"] / count,
+        "top5": totals["top5"] / count,
+        "mean_glimpses": totals["glimpses_used"] / count,
+        "n": int(totals["count"]),
+        **attention_metrics(totals.select(GLIMPSE_COUNTS)),
+    }
 
 
 @torch.no_grad()
@@ -161,5 +168,8 @@ def measure_latency(
 
     single = median_seconds(images[:1], repeats)
     batched = median_seconds(images, max(3, repeats // 4))
-    return {"latency_ms_batch1": single * 1e3, "latency_ms_batched": batched * 1e3 / len(images),
-            "latency_batch_size": len(images)}
+    return {
+        "latency_ms_batch1": single * 1e3,
+        "latency_ms_batched": batched * 1e3 / len(images),
+        "latency_batch_size": len(images),
+    }

@@ -33,11 +33,22 @@ from gdram.data import DataSplits, TensorImages, load_data
 from gdram.train import Trainer, TrainSettings
 
 CORNERS = ((3, 3), (23, 3), (3, 23), (23, 23))  # top-left pixel of each 6x6 patch on a 32x32 image
-CORNER_RUNS = (("robust", "learned", 0.0), ("paper", "learned", 0.0), ("robust", "center", 0.0),
-               ("robust", "random", 0.0), ("robust", "learned", 0.25), ("robust", "oracle", 0.0))
+CORNER_RUNS = (
+    ("robust", "learned", 0.0),
+    ("paper", "learned", 0.0),
+    ("robust", "center", 0.0),
+    ("robust", "random", 0.0),
+    ("robust", "learned", 0.25),
+    ("robust", "oracle", 0.0),
+)
 
-METRICS = (("test_top1", "test top-1"), ("test_sampled_top1", "sampled path"), ("test_hit_rate", "hit rate"),
-           ("test_box_distance_px", "px to target"), ("test_border_share", "on border"))
+METRICS = (
+    ("test_top1", "test top-1"),
+    ("test_sampled_top1", "sampled path"),
+    ("test_hit_rate", "hit rate"),
+    ("test_box_distance_px", "px to target"),
+    ("test_border_share", "on border"),
+)
 
 
 def corner_task(count: int, seed: int) -> TensorImages:
@@ -54,30 +65,45 @@ def corner_task(count: int, seed: int) -> TensorImages:
     vertical[:, 0] = labels.bool()
     images = torch.zeros(count, 1, 32, 32)
     for corner, (x, y) in enumerate(CORNERS):
-        patch = images[:, 0, y:y + 6, x:x + 6]
+        patch = images[:, 0, y : y + 6, x : x + 6]
         patch[vertical[:, corner], :, ::2] = 1.0
         patch[~vertical[:, corner], ::2, :] = 1.0
     boxes = torch.tensor([[3.0, 3.0, 9.0, 9.0]]).expand(count, 4).clone()
     return TensorImages((images * 255).to(torch.uint8), labels, boxes=boxes)
 
 
-def train_on_corner_task(out: Path, recipe: str, policy: str, guidance: float = 0.0, epochs: int = 6,
-                         seed: int = 0) -> dict[str, Any]:
+def train_on_corner_task(
+    out: Path, recipe: str, policy: str, guidance: float = 0.0, epochs: int = 6, seed: int = 0
+) -> dict[str, Any]:
     """Train a small GDRAM (3 glimpses of 3 scales of 4x4) on :func:`corner_task`; returns the summary."""
     data = DataSplits("corner-task", corner_task(2048, 1), corner_task(256, 2), corner_task(256, 3), 2, 1, (32, 32))
-    config = GDRAMConfig(num_classes=2, in_channels=1, image_size=32, glimpse_size=4, num_scales=3, num_glimpses=3,
-                         hidden_size=32, glimpse_channels=(8, 16), context_channels=8, mlp_hidden_size=32,
-                         recipe=recipe, policy=policy)
-    settings = TrainSettings(epochs=epochs, batch_size=32, seed=seed, device="cpu", num_workers=0,
-                             location_guidance=guidance)
+    config = GDRAMConfig(
+        num_classes=2,
+        in_channels=1,
+        image_size=32,
+        glimpse_size=4,
+        num_scales=3,
+        num_glimpses=3,
+        hidden_size=32,
+        glimpse_channels=(8, 16),
+        context_channels=8,
+        mlp_hidden_size=32,
+        recipe=recipe,
+        policy=policy,
+    )
+    settings = TrainSettings(
+        epochs=epochs, batch_size=32, seed=seed, device="cpu", num_workers=0, location_guidance=guidance
+    )
     run_dir = out / f"{recipe}-{policy}{f'-lg{guidance:g}' if guidance else ''}-seed{seed}"
     return Trainer(config, data, settings, run_dir, {"source": "corner-task"}, quiet=True).fit()
 
 
 def corner(out: Path, seeds: Sequence[int]) -> str:
     """Every :data:`CORNER_RUNS` entry for each seed on the corner task; returns the markdown table."""
-    lines = ["| recipe | policy | location guidance | test top-1 per seed | hit rate per seed |",
-             "|---|---|---:|---|---|"]
+    lines = [
+        "| recipe | policy | location guidance | test top-1 per seed | hit rate per seed |",
+        "|---|---|---:|---|---|",
+    ]
     for recipe, policy, guidance in CORNER_RUNS:
         runs = [train_on_corner_task(out, recipe, policy, guidance, seed=seed) for seed in seeds]
         top1 = ", ".join(f"{run['test_top1'] * 100:.1f}" for run in runs)
@@ -114,8 +140,13 @@ def attention(
             summary = json.loads(done.read_text())
         else:
             started = time.perf_counter()
-            config = GDRAMConfig(num_classes=data.num_classes, in_channels=data.in_channels,
-                                 image_size=data.image_size, recipe=recipe, policy=policy)
+            config = GDRAMConfig(
+                num_classes=data.num_classes,
+                in_channels=data.in_channels,
+                image_size=data.image_size,
+                recipe=recipe,
+                policy=policy,
+            )
             settings = TrainSettings(epochs=epochs, batch_size=batch_size, seed=seed, location_guidance=fraction)
             if (run_dir / "last.pt").is_file():
                 trainer = Trainer.resume(run_dir, data, quiet=True)
@@ -126,8 +157,11 @@ def attention(
             done.write_text(json.dumps(summary, indent=2) + "\n")
         summary.update(policy=policy, guidance=fraction, seed=seed, run=run_name(policy, fraction, seed))
         summaries.append(summary)
-        print(f"{summary['run']}: test top-1 {summary['test_top1']:.4f}, hit rate "
-              f"{_format(summary.get('test_hit_rate'))}, {summary['train_seconds']:.0f}s", file=sys.stderr)
+        print(
+            f"{summary['run']}: test top-1 {summary['test_top1']:.4f}, hit rate "
+            f"{_format(summary.get('test_hit_rate'))}, {summary['train_seconds']:.0f}s",
+            file=sys.stderr,
+        )
     return summaries
 
 
@@ -145,8 +179,10 @@ def _groups(summaries: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
 
 def table(summaries: list[dict[str, Any]]) -> str:
     """Markdown table: per policy, mean ± standard deviation over seeds (and each seed's top-1)."""
-    lines = ["| policy | seeds | " + " | ".join(title for _, title in METRICS) + " | top-1 per seed | training |",
-             "|---|---:|" + "---:|" * len(METRICS) + "---|---:|"]
+    lines = [
+        "| policy | seeds | " + " | ".join(title for _, title in METRICS) + " | top-1 per seed | training |",
+        "|---|---:|" + "---:|" * len(METRICS) + "---|---:|",
+    ]
     for label, group in _groups(summaries).items():
         cells = []
         for key, _ in METRICS:
@@ -188,8 +224,13 @@ def plot(summaries: list[dict[str, Any]], out: Path, title: str) -> Path:
         for number, item in enumerate(group):
             metrics = out / "runs" / item["run"] / "metrics.jsonl"
             history = [json.loads(line) for line in metrics.read_text().splitlines()] if metrics.is_file() else []
-            curves.plot([record["epoch"] for record in history], [record["val_top1"] for record in history],
-                        color=f"C{index}", alpha=0.8, label=label if number == 0 else None)
+            curves.plot(
+                [record["epoch"] for record in history],
+                [record["val_top1"] for record in history],
+                color=f"C{index}",
+                alpha=0.8,
+                label=label if number == 0 else None,
+            )
     curves.set_xlabel("epoch")
     curves.set_ylabel("validation top-1")
     curves.set_ylim(0, 1)
@@ -203,25 +244,43 @@ def plot(summaries: list[dict[str, Any]], out: Path, title: str) -> Path:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m gdram.experiments",
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-                                     description="Rerunnable experiments of the gdram package.")
+    parser = argparse.ArgumentParser(
+        prog="python -m gdram.experiments",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        description="Rerunnable experiments of the gdram package.",
+    )
     commands = parser.add_subparsers(dest="experiment", required=True)
-    run = commands.add_parser("attention", formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-                              help="learned vs random vs centre glimpses (and location guidance), several seeds")
+    run = commands.add_parser(
+        "attention",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        help="learned vs random vs centre glimpses (and location guidance), several seeds",
+    )
     run.add_argument("--dataset", default="cluttered-digits", help="a named data set (an embedded one: no network)")
     run.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="seeds of every policy")
-    run.add_argument("--policies", nargs="+", default=["learned", "random", "center"],
-                     choices=["learned", "random", "center", "oracle"], help="location policies to compare")
-    run.add_argument("--guidance", type=float, nargs="*", default=[],
-                     help="also train learned with these shares of training boxes (LG-DRAM), e.g. 0.01 0.05 1")
+    run.add_argument(
+        "--policies",
+        nargs="+",
+        default=["learned", "random", "center"],
+        choices=["learned", "random", "center", "oracle"],
+        help="location policies to compare",
+    )
+    run.add_argument(
+        "--guidance",
+        type=float,
+        nargs="*",
+        default=[],
+        help="also train learned with these shares of training boxes (LG-DRAM), e.g. 0.01 0.05 1",
+    )
     run.add_argument("--guidance-seeds", type=int, nargs="+", default=[0], help="seeds of the guided runs")
     run.add_argument("--epochs", type=int, default=EMBEDDED_EPOCHS, help="epochs of every run")
     run.add_argument("--batch-size", type=int, default=EMBEDDED_BATCH_SIZE, help="images per step")
     run.add_argument("--recipe", default="robust", choices=["robust", "paper"], help="training recipe")
     run.add_argument("--out", type=Path, help="output folder (default: experiments/attention-<dataset>)")
-    small = commands.add_parser("corner", formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-                                help="recipes and policies on a tiny task only one glimpse place solves (minutes)")
+    small = commands.add_parser(
+        "corner",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        help="recipes and policies on a tiny task only one glimpse place solves (minutes)",
+    )
     small.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="seeds of every run")
     small.add_argument("--out", type=Path, default=Path("experiments") / "corner", help="output folder")
     args = parser.parse_args(argv)
@@ -233,8 +292,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     out = args.out or Path("experiments") / f"attention-{args.dataset}"
     out.mkdir(parents=True, exist_ok=True)
-    summaries = attention(args.dataset, args.seeds, args.policies, args.guidance, args.guidance_seeds, out,
-                          args.epochs, args.batch_size, args.recipe)
+    summaries = attention(
+        args.dataset,
+        args.seeds,
+        args.policies,
+        args.guidance,
+        args.guidance_seeds,
+        out,
+        args.epochs,
+        args.batch_size,
+        args.recipe,
+    )
     (out / "results.json").write_text(json.dumps(summaries, indent=2) + "\n")
     title = f"{args.dataset}, {args.epochs} epochs, batch {args.batch_size}, {args.recipe} recipe"
     markdown = f"{title}; test split, mean ± sd over seeds (%).\n\n" + table(summaries)

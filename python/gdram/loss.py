@@ -66,8 +66,9 @@ def hybrid_loss(
     if reward not in ("final", "steps", "probs"):
         raise ValueError(f"reward must be 'final', 'steps' or 'probs', got {reward!r}")
     if episodes_per_image < 1 or logits.shape[0] % episodes_per_image:
-        raise ValueError(f"episodes_per_image must be >= 1 and divide the batch ({logits.shape[0]}), "
-                         f"got {episodes_per_image}")
+        raise ValueError(
+            f"episodes_per_image must be >= 1 and divide the batch ({logits.shape[0]}), got {episodes_per_image}"
+        )
     classification = F.cross_entropy(logits, labels)
     steps = result.log_probs.shape[0]
     used = torch.arange(steps, device=logits.device)[:, None] < result.glimpses_used[None, :]  # (T, B)

@@ -127,12 +127,21 @@ class GDRAM(nn.Module):
             self.context = ContextNetwork(
                 config.in_channels, config.glimpse_size, config.context_channels, hidden, config.context_mode
             )
-        self.emission = EmissionNetwork(hidden, config.mlp_hidden_size, spec.learned_sigma, config.fixed_sigma,
-                                        config.sigma_range, config.unclipped_log_prob, config.zero_init_mu,
-                                        config.location_gradient, config.emission_batch_norm)
+        self.emission = EmissionNetwork(
+            hidden,
+            config.mlp_hidden_size,
+            spec.learned_sigma,
+            config.fixed_sigma,
+            config.sigma_range,
+            config.unclipped_log_prob,
+            config.zero_init_mu,
+            config.location_gradient,
+            config.emission_batch_norm,
+        )
         self.prediction = PredictionNetwork(hidden, config.mlp_hidden_size, config.num_classes)
-        self.baseline = BaselineNetwork(hidden * (2 if spec.two_cores else 1), config.mlp_hidden_size,
-                                        config.baseline_init)
+        self.baseline = BaselineNetwork(
+            hidden * (2 if spec.two_cores else 1), config.mlp_hidden_size, config.baseline_init
+        )
         height, width = config.image_hw
         # Half the smallest scale's width, normalised to [-1, 1], per coordinate (x: W, y: H).
         half_smallest = torch.tensor([config.glimpse_size / width, config.glimpse_size / height])
@@ -181,8 +190,7 @@ class GDRAM(nn.Module):
         """Eq. 12-15 on the sigma (B, 2) of the move that placed a glimpse: (B,), 1 without learned sigma."""
         if not self.config.spec.learned_sigma:
             return sigma.new_ones(sigma.shape[0])
-        return uncertainty_weight(sigma if self.config.weight_trains_sigma else sigma.detach(),
-                                  self.config.sigma_range)
+        return uncertainty_weight(sigma if self.config.weight_trains_sigma else sigma.detach(), self.config.sigma_range)
 
     def forward(
         self,

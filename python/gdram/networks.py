@@ -222,9 +222,7 @@ class BaselineNetwork(nn.Module):
         return torch.sigmoid(self.mlp(h.detach())).squeeze(1)
 
 
-def uncertainty_weight(
-    sigma: torch.Tensor, sigma_range: tuple[float, float] = (SIGMA_LOW, SIGMA_HIGH)
-) -> torch.Tensor:
+def uncertainty_weight(sigma: torch.Tensor, sigma_range: tuple[float, float] = (SIGMA_LOW, SIGMA_HIGH)) -> torch.Tensor:
     """Eq. 12-15: w = 1 - mean over (x, y) of (sigma - low) / (high - low), (low, high) = ``sigma_range``.
 
     ``sigma (B, 2)`` in (low, high) (the paper: (e^-1/2, e^1/2)) -> ``(B,)`` in (0, 1); a confident

@@ -148,6 +148,7 @@ def to_official(model: GDRAM) -> OrderedDict[str, torch.Tensor]:
     if not isinstance(model, GDRAM) or model.config.variant != "gdram":
         raise ValueError("to_official needs a GDRAM with variant='gdram' (the published architecture)")
     if not model.config.emission_batch_norm:
-        raise ValueError("to_official needs emission_batch_norm=True (recipe='paper'): the published emission "
-                         "network has BatchNorm")
+        raise ValueError(
+            "to_official needs emission_batch_norm=True (recipe='paper'): the published emission network has BatchNorm"
+        )
     return OrderedDict((_rename(key, 1), value) for key, value in model.state_dict().items())

@@ -19,8 +19,12 @@ def plot_learning_curve(history: list[dict[str, Any]], path: str | Path) -> Path
 
     epochs = [record["epoch"] for record in history]
     figure, axis = plt.subplots(figsize=(6, 4), dpi=100)
-    series = (("val_top1", "val top-1 (mean path)", "-"), ("val_sampled_top1", "val top-1 (sampled path)", "--"),
-              ("train_top1", "train top-1", ":"), ("val_hit_rate", "val glimpse hit rate", "-."))
+    series = (
+        ("val_top1", "val top-1 (mean path)", "-"),
+        ("val_sampled_top1", "val top-1 (sampled path)", "--"),
+        ("train_top1", "train top-1", ":"),
+        ("val_hit_rate", "val glimpse hit rate", "-."),
+    )
     for key, label, style in series:
         points = [(epoch, record.get(key)) for epoch, record in zip(epochs, history, strict=True)]
         points = [(epoch, value) for epoch, value in points if value is not None]

@@ -75,21 +75,28 @@ def verify(spec: dict[str, Any], owner: str) -> None:
     source = spec["source"]
     if "generator" in spec:
         if _plain(spec["generator"]) != _plain(generator_parameters(source)):
-            raise DataError(f"{owner} was trained on {source} generated with other parameters than this version "
-                            "of gdram uses; evaluate it with the gdram version that trained it")
+            raise DataError(
+                f"{owner} was trained on {source} generated with other parameters than this version "
+                "of gdram uses; evaluate it with the gdram version that trained it"
+            )
         return
     path = Path(source)
     if "fingerprint" not in spec:  # stored by an older gdram, maybe relative to the folder it was trained in
         if source not in DATASETS and not path.exists():
-            raise DataError(f"{source}: no such file or directory (the data set of {owner}, as it was given then); "
-                            "pass --data with its place")
+            raise DataError(
+                f"{source}: no such file or directory (the data set of {owner}, as it was given then); "
+                "pass --data with its place"
+            )
         return
     if not path.exists():
-        raise DataError(f"{source}: no such file or directory (the data set of {owner}); pass --data with its "
-                        "new place")
+        raise DataError(
+            f"{source}: no such file or directory (the data set of {owner}); pass --data with its new place"
+        )
     if fingerprint(path) != spec["fingerprint"]:
-        raise DataError(f"{source} has changed since {owner} was trained on it (its fingerprint differs); pass "
-                        f"--data {source} to use it anyway")
+        raise DataError(
+            f"{source} has changed since {owner} was trained on it (its fingerprint differs); pass "
+            f"--data {source} to use it anyway"
+        )
 
 
 def same_data(saved: dict[str, Any] | None, given: dict[str, Any]) -> bool:

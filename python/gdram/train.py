@@ -151,10 +151,12 @@ class Trainer:
         torch.manual_seed(self.settings.seed)  # identical initial weights on every rank
         self.model = create_model(config).to(self.device)
         self.train_images = self._guided_training_set()
-        self.optimizer = torch.optim.Adam(self._parameter_groups(), lr=self.settings.lr,
-                                          weight_decay=self.settings.weight_decay)
+        self.optimizer = torch.optim.Adam(
+            self._parameter_groups(), lr=self.settings.lr, weight_decay=self.settings.weight_decay
+        )
         self.scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
-            self.optimizer, mode="max", factor=self.settings.lr_factor, patience=self.settings.lr_patience)
+            self.optimizer, mode="max", factor=self.settings.lr_factor, patience=self.settings.lr_patience
+        )
         self.epoch = 0
         self.best_accuracy = -1.0
         self.best_epoch = 0
@@ -166,8 +168,11 @@ class Trainer:
 
     def _parameter_groups(self) -> list[dict[str, Any]]:
         """Adam's groups: what only the policy gradient trains at ``lr * policy_lr_scale``, the rest at ``lr``."""
-        policy = [p for module in self.model.policy_modules() for p in module.parameters()] \
-            if isinstance(self.model, GDRAM) else []
+        policy = (
+            [p for module in self.model.policy_modules() for p in module.parameters()]
+            if isinstance(self.model, GDRAM)
+            else []
+        )
         chosen = {id(parameter) for parameter in policy}
         rest = [parameter for parameter in self.model.parameters() if id(parameter) not in chosen]
         groups = [{"params": rest}]
@@ -186,8 +191,10 @@ class Trainer:
         needs = oracle or settings.location_guidance > 0
         if needs and (boxes is None or not bool(torch.isfinite(boxes).all())):
             what = "the oracle policy" if oracle else "location guidance"
-            raise ValueError(f"{what} needs a target box for every training image; {self.data.name} has none "
-                             "(box_train in a .npz file, or a generated cluttered set)")
+            raise ValueError(
+                f"{what} needs a target box for every training image; {self.data.name} has none "
+                "(box_train in a .npz file, or a generated cluttered set)"
+            )
         if oracle or settings.location_guidance == 0:
             return train
         count = round(settings.location_guidance * len(train))
@@ -256,11 +263,18 @@ class Trainer:
         ``best_val_top1``, ``best_epoch``, ``epochs``, ``train_seconds``, ``run_dir``.
         """
         if self.place.is_main:
-            self.files.start({"model": dataclasses.asdict(self.config), "train": dataclasses.asdict(self.settings),
-                              "data": self.data_spec})
-            self._log(f"{self.data.describe()}; {self.config.variant} ({self.config.policy} policy), "
-                      f"{sum(p.numel() for p in self.model.parameters()):,} parameters, on {self.device}"
-                      + (f" x {self.place.world_size} processes" if self.place.enabled else ""))
+            self.files.start(
+                {
+                    "model": dataclasses.asdict(self.config),
+                    "train": dataclasses.asdict(self.settings),
+                    "data": self.data_spec,
+                }
+            )
+            self._log(
+                f"{self.data.describe()}; {self.config.variant} ({self.config.policy} policy), "
+                f"{sum(p.numel() for p in self.model.parameters()):,} parameters, on {self.device}"
+                + (f" x {self.place.world_size} processes" if self.place.enabled else "")
+            )
         try:
             while self.epoch < self.settings.epochs:
                 record = self.train_epoch()
@@ -279,23 +293,44 @@ class Trainer:
         start = time.perf_counter()
         pin = self.device.type == "cuda"
         steps = num_batches(self.data.train, settings.batch_size, True, self.place.world_size)
-        bar = tqdm(total=steps, desc=f"epoch {epoch}/{settings.epochs}", unit="batch", leave=False,
-                   disable=self.quiet or not self.place.is_main or not sys.stderr.isatty(), dynamic_ncols=True)
+        bar = tqdm(
+            total=steps,
+            desc=f"epoch {epoch}/{settings.epochs}",
+            unit="batch",
+            leave=False,
+            disable=self.quiet or not self.place.is_main or not sys.stderr.isatty(),
+            dynamic_ncols=True,
+        )
         config = self.config
-        for step, (images, labels, boxes) in enumerate(batches(
-                self.train_images, settings.batch_size, shuffle=True, seed=settings.seed + epoch,
-                rank=self.place.rank, world_size=self.place.world_size, num_workers=settings.num_workers,
-                pin_memory=pin, boxes=True)):
+        for step, (images, labels, boxes) in enumerate(
+            batches(
+                self.train_images,
+                settings.batch_size,
+                shuffle=True,
+                seed=settings.seed + epoch,
+                rank=self.place.rank,
+                world_size=self.place.world_size,
+                num_workers=settings.num_workers,
+                pin_memory=pin,
+                boxes=True,
+            )
+        ):
             images = images.to(self.device, non_blocking=pin)
             labels = labels.to(self.device, non_blocking=pin)
             boxes = boxes.to(self.device, non_blocking=pin)
             if config.episodes_per_image > 1:
-                images, labels, boxes = (value.repeat_interleave(config.episodes_per_image, dim=0)
-                                         for value in (images, labels, boxes))
+                images, labels, boxes = (
+                    value.repeat_interleave(config.episodes_per_image, dim=0) for value in (images, labels, boxes)
+                )
             with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=settings.amp):
                 result = run_policy(self.step_model, images, boxes)
-            parts = hybrid_loss(result, labels, reward=config.reward, normalize_advantage=config.normalize_advantage,
-                                episodes_per_image=config.episodes_per_image)
+            parts = hybrid_loss(
+                result,
+                labels,
+                reward=config.reward,
+                normalize_advantage=config.normalize_advantage,
+                episodes_per_image=config.episodes_per_image,
+            )
             total = parts.total
             if settings.location_guidance > 0:
                 total = total + settings.guidance_weight * guidance_loss(result, boxes, config.image_hw)
@@ -309,14 +344,22 @@ class Trainer:
             self.optimizer.step()
             batch = len(labels)
             correct = (result.logits.detach().argmax(1) == labels).sum()
-            totals.add(loss=parts.total.detach() * batch, classification=parts.classification.detach() * batch,
-                       baseline=parts.baseline.detach() * batch, reinforce=parts.reinforce.detach() * batch,
-                       correct=correct.to(parts.total.dtype), count=torch.tensor(float(batch), device=self.device))
+            totals.add(
+                loss=parts.total.detach() * batch,
+                classification=parts.classification.detach() * batch,
+                baseline=parts.baseline.detach() * batch,
+                reinforce=parts.reinforce.detach() * batch,
+                correct=correct.to(parts.total.dtype),
+                count=torch.tensor(float(batch), device=self.device),
+            )
             elapsed = time.perf_counter() - start
             bar.update()
-            bar.set_postfix(loss=f"{totals['loss'] / totals['count']:.3f}",
-                            acc=f"{totals['correct'] / totals['count']:.3f}",
-                            img_s=f"{totals['count'] * self.place.world_size / elapsed:.0f}", refresh=False)
+            bar.set_postfix(
+                loss=f"{totals['loss'] / totals['count']:.3f}",
+                acc=f"{totals['correct'] / totals['count']:.3f}",
+                img_s=f"{totals['count'] * self.place.world_size / elapsed:.0f}",
+                refresh=False,
+            )
         bar.close()
         totals = totals.over_ranks(self.place, self.device)
         seconds = time.perf_counter() - start
@@ -350,23 +393,36 @@ class Trainer:
             self.files.checkpoint(self.state(), best=improved)
             self.files.metrics(self.history)
             hits = "" if record["val_hit_rate"] is None else f" hit {record['val_hit_rate']:.2f}"
-            self._log(f"epoch {epoch}/{settings.epochs}: loss {record['train_loss']:.4f} "
-                      f"train {record['train_top1']:.4f} val {record['val_top1']:.4f}{hits} "
-                      f"lr {record['lr']:.2g} {record['images_per_second']:.0f} img/s {seconds:.1f}s"
-                      + (" *" if improved else ""))
+            self._log(
+                f"epoch {epoch}/{settings.epochs}: loss {record['train_loss']:.4f} "
+                f"train {record['train_top1']:.4f} val {record['val_top1']:.4f}{hits} "
+                f"lr {record['lr']:.2g} {record['images_per_second']:.0f} img/s {seconds:.1f}s"
+                + (" *" if improved else "")
+            )
         return record
 
     def _check_finite(self, loss: torch.Tensor, epoch: int, step: int) -> None:
         if any_over_ranks(~torch.isfinite(loss.detach()), self.place):
             kept = f"{self.run_dir / 'last.pt'} (epoch {self.epoch})" if self.epoch else "none (first epoch)"
-            raise TrainingDiverged(f"the loss became {loss.item()} at epoch {epoch}, step {step + 1}; "
-                                   f"stopped. Last good checkpoint: {kept}. Try a lower --lr or --grad-clip.")
+            raise TrainingDiverged(
+                f"the loss became {loss.item()} at epoch {epoch}, step {step + 1}; "
+                f"stopped. Last good checkpoint: {kept}. Try a lower --lr or --grad-clip."
+            )
 
     def evaluate(self, dataset, fast: bool = False, sample: bool = False) -> dict[str, float | None]:
         """:func:`gdram.evaluate.summarize` of ``dataset`` under the run's policy, shared out over the ranks."""
-        totals = evaluation_totals(self.model, dataset, self.settings.eval_batch_size, self.device, fast,
-                                   self.place.rank, self.place.world_size, self.settings.amp, self.settings.num_workers,
-                                   sample)
+        totals = evaluation_totals(
+            self.model,
+            dataset,
+            self.settings.eval_batch_size,
+            self.device,
+            fast,
+            self.place.rank,
+            self.place.world_size,
+            self.settings.amp,
+            self.settings.num_workers,
+            sample,
+        )
         return summarize(totals.over_ranks(self.place, self.device))
 
     def finish(self) -> dict[str, Any]:
@@ -410,5 +466,6 @@ def _check_compatible(config: GDRAMConfig, data: DataSplits) -> None:
     expected = (data.num_classes, data.in_channels, tuple(data.image_size))
     actual = (config.num_classes, config.in_channels, tuple(config.image_hw))
     if expected != actual:
-        raise ValueError(f"the model expects (classes, channels, image size) {actual} but the data set "
-                         f"{data.name} has {expected}")
+        raise ValueError(
+            f"the model expects (classes, channels, image size) {actual} but the data set {data.name} has {expected}"
+        )

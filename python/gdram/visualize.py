@@ -39,8 +39,12 @@ def trajectories(model: GDRAM, images: torch.Tensor, fast: bool = False) -> dict
         raise ValueError(f"only attention models have glimpses to draw, not {type(model).__name__}")
     model.eval()
     result = model(images, fast=fast)
-    return {"locations": result.locations.cpu(), "weights": result.weights.cpu(),
-            "glimpses_used": result.glimpses_used.cpu(), "predictions": result.logits.argmax(1).cpu()}
+    return {
+        "locations": result.locations.cpu(),
+        "weights": result.weights.cpu(),
+        "glimpses_used": result.glimpses_used.cpu(),
+        "predictions": result.logits.argmax(1).cpu(),
+    }
 
 
 def _to_pil(image: torch.Tensor, zoom: int) -> Image.Image:
@@ -142,9 +146,20 @@ def _frames(
     columns = math.ceil(math.sqrt(len(images)))
     frames = []
     for shown in range(steps if last_only else 1, steps + 1):
-        tiles = [draw_tile(images[i].cpu(), found["locations"][:, i], found["weights"][:, i], sides, int(labels[i]),
-                           int(found["predictions"][i]), min(shown, int(found["glimpses_used"][i])), zoom, class_names)
-                 for i in range(len(images))]
+        tiles = [
+            draw_tile(
+                images[i].cpu(),
+                found["locations"][:, i],
+                found["weights"][:, i],
+                sides,
+                int(labels[i]),
+                int(found["predictions"][i]),
+                min(shown, int(found["glimpses_used"][i])),
+                zoom,
+                class_names,
+            )
+            for i in range(len(images))
+        ]
         frames.append(_grid(tiles, columns))
     return frames
 

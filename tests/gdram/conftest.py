@@ -19,6 +19,24 @@ def tiny_npz(tmp_path_factory) -> str:
 def trained_run(tiny_npz, tmp_path_factory) -> Path:
     """The run directory of one epoch of the tiny model on ``tiny_npz``."""
     run = tmp_path_factory.mktemp("run") / "r"
-    assert main(["train", "--data", tiny_npz, "--epochs", "1", "--batch-size", "8", "--out", str(run), "--quiet",
-                 "--device", "cpu", *TINY_MODEL]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--data",
+                tiny_npz,
+                "--epochs",
+                "1",
+                "--batch-size",
+                "8",
+                "--out",
+                str(run),
+                "--quiet",
+                "--device",
+                "cpu",
+                *TINY_MODEL,
+            ]
+        )
+        == 0
+    )
     return run

@@ -12,9 +12,18 @@ from gdram.config import POLICIES
 from gdram.data import DataError, batches, load_npz
 from gdram.model import create_model
 
-SMALL = {"num_classes": 3, "in_channels": 1, "image_size": 32, "glimpse_size": 8, "num_scales": 2,
-         "num_glimpses": 2, "hidden_size": 16, "glimpse_channels": (4, 8), "context_channels": 4,
-         "mlp_hidden_size": 16}
+SMALL = {
+    "num_classes": 3,
+    "in_channels": 1,
+    "image_size": 32,
+    "glimpse_size": 8,
+    "num_scales": 2,
+    "num_glimpses": 2,
+    "hidden_size": 16,
+    "glimpse_channels": (4, 8),
+    "context_channels": 4,
+    "mlp_hidden_size": 16,
+}
 
 
 def result_at(model: GDRAM, locations: torch.Tensor) -> object:
@@ -37,7 +46,10 @@ def test_hit_rate_distance_and_border_share_on_hand_built_glimpses() -> None:
 
 def test_attention_metrics_are_none_without_boxes_or_glimpses() -> None:
     assert attention_metrics(torch.zeros(5, dtype=torch.float64)) == {
-        "hit_rate": None, "box_distance_px": None, "border_share": None}
+        "hit_rate": None,
+        "box_distance_px": None,
+        "border_share": None,
+    }
 
 
 def test_box_centres_are_in_normalised_coordinates() -> None:
@@ -57,9 +69,14 @@ def test_generated_boxes_hold_exactly_the_digit_pixels() -> None:
 
 
 def write_npz(path, **changes):
-    arrays = {"x_train": np.zeros((10, 16, 16), np.uint8), "y_train": np.arange(10) % 2,
-              "x_test": np.zeros((4, 16, 16), np.uint8), "y_test": np.arange(4) % 2,
-              "box_train": np.tile([1.0, 2, 9, 12], (10, 1)), "box_test": np.tile([0.0, 0, 16, 16], (4, 1))}
+    arrays = {
+        "x_train": np.zeros((10, 16, 16), np.uint8),
+        "y_train": np.arange(10) % 2,
+        "x_test": np.zeros((4, 16, 16), np.uint8),
+        "y_test": np.arange(4) % 2,
+        "box_train": np.tile([1.0, 2, 9, 12], (10, 1)),
+        "box_test": np.tile([0.0, 0, 16, 16], (4, 1)),
+    }
     arrays.update(changes)
     np.savez(path, **{k: v for k, v in arrays.items() if v is not None})
     return path
@@ -84,15 +101,18 @@ def test_data_without_boxes_yields_nan_boxes(tmp_path) -> None:
     assert bool(torch.isnan(boxes).all())
 
 
-@pytest.mark.parametrize(("boxes", "message"), [
-    (np.zeros((4, 3)), "expected \\(N, 4\\)"),
-    (np.zeros((3, 4)), "3 rows but there are 4 images"),
-    (np.tile([0.0, 0, 17, 8], (4, 1)), "outside the 16x16 image"),
-    (np.tile([-1.0, 0, 8, 8], (4, 1)), "outside"),
-    (np.tile([8.0, 0, 4, 8], (4, 1)), "x1 <= x0"),
-    (np.tile([0.0, 0, np.nan, 8], (4, 1)), "NaN"),
-    (np.array([["a"] * 4] * 4), "dtype"),
-])
+@pytest.mark.parametrize(
+    ("boxes", "message"),
+    [
+        (np.zeros((4, 3)), "expected \\(N, 4\\)"),
+        (np.zeros((3, 4)), "3 rows but there are 4 images"),
+        (np.tile([0.0, 0, 17, 8], (4, 1)), "outside the 16x16 image"),
+        (np.tile([-1.0, 0, 8, 8], (4, 1)), "outside"),
+        (np.tile([8.0, 0, 4, 8], (4, 1)), "x1 <= x0"),
+        (np.tile([0.0, 0, np.nan, 8], (4, 1)), "NaN"),
+        (np.array([["a"] * 4] * 4), "dtype"),
+    ],
+)
 def test_malformed_boxes_are_rejected_with_the_fault(tmp_path, boxes: np.ndarray, message: str) -> None:
     with pytest.raises(DataError, match=f"box_test.*{message}|{message}"):
         load_npz(write_npz(tmp_path / "d.npz", box_test=boxes))

@@ -20,8 +20,13 @@ from gdram.files import remove_stale_temporaries
 
 
 def _state(epoch: int) -> dict:
-    return {"model": {"weight": torch.full((3,), float(epoch))}, "config": {"hidden_size": 4}, "epoch": epoch,
-            "metrics": [{"val_top1": 0.5, "name": "x"}], "rng": {"torch": torch.get_rng_state()}}
+    return {
+        "model": {"weight": torch.full((3,), float(epoch))},
+        "config": {"hidden_size": 4},
+        "epoch": epoch,
+        "metrics": [{"val_top1": 0.5, "name": "x"}],
+        "rng": {"torch": torch.get_rng_state()},
+    }
 
 
 def test_a_write_failing_half_way_names_the_path_and_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
@@ -76,7 +81,7 @@ def _damaged_files(good: bytes, count: int, rng: random.Random):
             yield bytes(flipped)
         else:
             start = rng.randint(0, len(good) - 1)
-            yield good[:start] + bytes(rng.getrandbits(8) for _ in range(rng.randint(1, 64))) + good[start + 64:]
+            yield good[:start] + bytes(rng.getrandbits(8) for _ in range(rng.randint(1, 64))) + good[start + 64 :]
 
 
 def test_fuzzed_and_truncated_files_always_give_a_checkpoint_error(tmp_path):
@@ -104,7 +109,8 @@ def test_random_bytes_are_called_damaged_not_unsafe_and_warn_nothing(tmp_path, r
         with pytest.raises(CheckpointError) as failure:
             load_checkpoint(path)
         assert "truncated or not a PyTorch checkpoint" in str(failure.value) or "not a gdram checkpoint" in str(
-            failure.value)
+            failure.value
+        )
     assert len(recwarn) == 0
 
 

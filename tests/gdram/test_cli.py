@@ -81,13 +81,37 @@ def test_bad_input_exits_1_with_one_clear_line(tiny_npz, tmp_path, capsys):
     np.savez(bad, x_train=np.zeros((3, 8, 8), np.uint8), y_train=np.zeros(2, np.int64))
     assert main(["train", "--data", str(bad), "--out", str(tmp_path / "r"), "--quiet"]) == 1
     assert "bad.npz: missing array(s) x_test, y_test" in capsys.readouterr().err
-    assert main(["train", "--data", tiny_npz, "--variant", "cnn", "--policy", "random", "--quiet",
-                 "--out", str(tmp_path / "r2")]) == 1
+    assert (
+        main(
+            [
+                "train",
+                "--data",
+                tiny_npz,
+                "--variant",
+                "cnn",
+                "--policy",
+                "random",
+                "--quiet",
+                "--out",
+                str(tmp_path / "r2"),
+            ]
+        )
+        == 1
+    )
     assert "random location policy needs an attention variant" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("argv", [["train", "--epochs", "many"], ["train", "--resume"], ["frobnicate"], [],
-                                  ["train", "--dataset", "mnist", "--data", "x.npz"], ["eval"]])
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["train", "--epochs", "many"],
+        ["train", "--resume"],
+        ["frobnicate"],
+        [],
+        ["train", "--dataset", "mnist", "--data", "x.npz"],
+        ["eval"],
+    ],
+)
 def test_usage_errors_exit_2(argv):
     with pytest.raises(SystemExit) as exit_info:
         main(argv)
@@ -95,11 +119,13 @@ def test_usage_errors_exit_2(argv):
 
 
 def test_python_m_gdram_runs_the_cli_without_tracebacks(tmp_path):
-    done = subprocess.run([sys.executable, "-m", "gdram", "eval", str(tmp_path / "nope.pt")], capture_output=True,
-                          text=True, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-m", "gdram", "eval", str(tmp_path / "nope.pt")], capture_output=True, text=True, timeout=120
+    )
     assert done.returncode == 1 and "Traceback" not in done.stderr and "nope.pt" in done.stderr
-    helped = subprocess.run([sys.executable, "-m", "gdram", "train", "--help"], capture_output=True, text=True,
-                            timeout=120)
+    helped = subprocess.run(
+        [sys.executable, "-m", "gdram", "train", "--help"], capture_output=True, text=True, timeout=120
+    )
     assert helped.returncode == 0 and "--resume" in helped.stdout and "--variant" in helped.stdout
 
 
@@ -110,9 +136,21 @@ def test_eval_accepts_a_published_state_dict_with_a_data_set(tiny_npz, tmp_path,
     from gdram.model import GDRAM
     from gdram.official import to_official
 
-    model = GDRAM(GDRAMConfig(num_classes=3, in_channels=1, image_size=24, glimpse_size=8, num_scales=2,
-                              hidden_size=16, glimpse_channels=(4, 8), context_channels=4, mlp_hidden_size=16,
-                              official_footprint=True, recipe="paper"))
+    model = GDRAM(
+        GDRAMConfig(
+            num_classes=3,
+            in_channels=1,
+            image_size=24,
+            glimpse_size=8,
+            num_scales=2,
+            hidden_size=16,
+            glimpse_channels=(4, 8),
+            context_channels=4,
+            mlp_hidden_size=16,
+            official_footprint=True,
+            recipe="paper",
+        )
+    )
     path = tmp_path / "published.pth"
     torch.save(to_official(model), path)
     assert main(["eval", str(path), "--json", "--no-latency"]) == 1

@@ -26,8 +26,22 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _train(data: str, out: Path, *extra: str) -> int:
-    return main(["train", "--data", data, "--epochs", "1", "--batch-size", "8", "--out", str(out), "--quiet",
-                 *TINY_MODEL, *extra])
+    return main(
+        [
+            "train",
+            "--data",
+            data,
+            "--epochs",
+            "1",
+            "--batch-size",
+            "8",
+            "--out",
+            str(out),
+            "--quiet",
+            *TINY_MODEL,
+            *extra,
+        ]
+    )
 
 
 def _one_error_line(capsys, *fragments: str) -> str:
@@ -72,21 +86,37 @@ def test_picture_size_limit_counts_every_frame_of_a_gif():
 # ------------------------------------------------------------------ 2: numeric flags
 
 
-@pytest.mark.parametrize(("argv", "flag"), [
-    (["train", "--epochs", "0"], "--epochs"), (["train", "--epochs", "-3"], "--epochs"),
-    (["train", "--batch-size", "0"], "--batch-size"), (["train", "--lr", "0"], "--lr"),
-    (["train", "--lr", "nan"], "--lr"), (["train", "--lr", "-1e-3"], "--lr"),
-    (["train", "--glimpses", "0"], "--glimpses"), (["train", "--glimpse-size", "-1"], "--glimpse-size"),
-    (["train", "--scales", "0"], "--scales"), (["train", "--hidden-size", "0"], "--hidden-size"),
-    (["train", "--lr-patience", "-1"], "--lr-patience"), (["train", "--weight-decay", "-0.1"], "--weight-decay"),
-    (["train", "--grad-clip", "0"], "--grad-clip"), (["train", "--seed", "-1"], "--seed"),
-    (["train", "--workers", "-1"], "--workers"), (["train", "--val-fraction", "0"], "--val-fraction"),
-    (["train", "--val-fraction", "1"], "--val-fraction"), (["train", "--image-size", "0"], "--image-size"),
-    (["train", "--image-size", "100000"], "--image-size"), (["eval", "x.pt", "--batch-size", "0"], "--batch-size"),
-    (["eval", "x.pt", "--batch-size", "-1"], "--batch-size"), (["visualize", "x.pt", "--n", "0"], "--n"),
-    (["visualize", "x.pt", "--zoom", "0"], "--zoom"), (["visualize", "x.pt", "--zoom", "-2"], "--zoom"),
-    (["train", "--device", "tpu7"], "--device"), (["eval", "x.pt", "--device", "cuda:99"], "--device"),
-])
+@pytest.mark.parametrize(
+    ("argv", "flag"),
+    [
+        (["train", "--epochs", "0"], "--epochs"),
+        (["train", "--epochs", "-3"], "--epochs"),
+        (["train", "--batch-size", "0"], "--batch-size"),
+        (["train", "--lr", "0"], "--lr"),
+        (["train", "--lr", "nan"], "--lr"),
+        (["train", "--lr", "-1e-3"], "--lr"),
+        (["train", "--glimpses", "0"], "--glimpses"),
+        (["train", "--glimpse-size", "-1"], "--glimpse-size"),
+        (["train", "--scales", "0"], "--scales"),
+        (["train", "--hidden-size", "0"], "--hidden-size"),
+        (["train", "--lr-patience", "-1"], "--lr-patience"),
+        (["train", "--weight-decay", "-0.1"], "--weight-decay"),
+        (["train", "--grad-clip", "0"], "--grad-clip"),
+        (["train", "--seed", "-1"], "--seed"),
+        (["train", "--workers", "-1"], "--workers"),
+        (["train", "--val-fraction", "0"], "--val-fraction"),
+        (["train", "--val-fraction", "1"], "--val-fraction"),
+        (["train", "--image-size", "0"], "--image-size"),
+        (["train", "--image-size", "100000"], "--image-size"),
+        (["eval", "x.pt", "--batch-size", "0"], "--batch-size"),
+        (["eval", "x.pt", "--batch-size", "-1"], "--batch-size"),
+        (["visualize", "x.pt", "--n", "0"], "--n"),
+        (["visualize", "x.pt", "--zoom", "0"], "--zoom"),
+        (["visualize", "x.pt", "--zoom", "-2"], "--zoom"),
+        (["train", "--device", "tpu7"], "--device"),
+        (["eval", "x.pt", "--device", "cuda:99"], "--device"),
+    ],
+)
 def test_zero_negative_and_nonsense_numbers_are_usage_errors_naming_the_flag(argv, flag, capsys):
     err = _usage_error(argv, capsys)
     assert f"argument {flag}:" in err and "Traceback" not in err
@@ -259,8 +289,9 @@ def _interrupting_import(real_import):
 
 
 def test_sigint_in_the_first_second_prints_no_traceback(tmp_path):
-    process = subprocess.Popen([sys.executable, "-m", "gdram", "eval", str(tmp_path / "x.pt")], stderr=subprocess.PIPE,
-                               text=True)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "gdram", "eval", str(tmp_path / "x.pt")], stderr=subprocess.PIPE, text=True
+    )
     time.sleep(0.1)
     process.send_signal(signal.SIGINT)
     _, err = process.communicate(timeout=120)
@@ -275,11 +306,16 @@ def test_eval_honours_image_size_with_the_checkpoints_own_data(trained_run, caps
     _one_error_line(capsys, "expects 1x24x24 images but tiny.npz has 1x40x40")
 
 
-@pytest.mark.parametrize(("flags", "refused"), [(["--lr", "0.01"], "--lr 0.01 (the run has 0.001)"),
-                                                (["--glimpses", "3"], "--glimpses 3 (the run has 2)"),
-                                                (["--variant", "ram"], "--variant ram (the run has gdram)"),
-                                                (["--epochs", "1", "--batch-size", "4"], "--batch-size 4"),
-                                                (["--epochs", "0"], "argument --epochs")])
+@pytest.mark.parametrize(
+    ("flags", "refused"),
+    [
+        (["--lr", "0.01"], "--lr 0.01 (the run has 0.001)"),
+        (["--glimpses", "3"], "--glimpses 3 (the run has 2)"),
+        (["--variant", "ram"], "--variant ram (the run has gdram)"),
+        (["--epochs", "1", "--batch-size", "4"], "--batch-size 4"),
+        (["--epochs", "0"], "argument --epochs"),
+    ],
+)
 def test_resume_refuses_settings_it_would_ignore(trained_run, flags, refused, capsys):
     err = _usage_error(["train", "--resume", "--out", str(trained_run), *flags], capsys)
     assert refused in err and ("only --epochs and --quiet" in err or "argument" in refused)
@@ -294,14 +330,30 @@ def test_resume_refuses_fewer_epochs_than_already_trained(tiny_npz, tmp_path, ca
 def test_resume_accepts_flags_equal_to_the_saved_ones(trained_run, tmp_path, capsys):
     run = tmp_path / "copy"
     shutil.copytree(trained_run, run)
-    assert main(["train", "--resume", "--out", str(run), "--epochs", "2", "--lr", "0.001", "--glimpses", "2",
-                 "--quiet"]) == 0
+    assert (
+        main(["train", "--resume", "--out", str(run), "--epochs", "2", "--lr", "0.001", "--glimpses", "2", "--quiet"])
+        == 0
+    )
     assert load_checkpoint(run / "last.pt")["epoch"] == 2
 
 
 def test_the_cnn_baseline_refuses_glimpse_flags(tiny_npz, tmp_path, capsys):
-    err = _usage_error(["train", "--data", tiny_npz, "--variant", "cnn", "--glimpses", "3", "--scales", "2",
-                        "--out", str(tmp_path / "r")], capsys)
+    err = _usage_error(
+        [
+            "train",
+            "--data",
+            tiny_npz,
+            "--variant",
+            "cnn",
+            "--glimpses",
+            "3",
+            "--scales",
+            "2",
+            "--out",
+            str(tmp_path / "r"),
+        ],
+        capsys,
+    )
     assert "--glimpses, --scales: the CNN baseline (--variant cnn) has no glimpses" in err
 
 
@@ -362,8 +414,10 @@ def test_a_run_on_the_embedded_set_records_its_generator(tmp_path):
 
 def test_eval_json_writes_null_for_a_nan_loss(trained_run, tmp_path, capsys):
     state = load_checkpoint(trained_run / "best.pt")
-    state["model"] = {name: torch.full_like(value, float("nan")) if value.is_floating_point() else value
-                      for name, value in state["model"].items()}
+    state["model"] = {
+        name: torch.full_like(value, float("nan")) if value.is_floating_point() else value
+        for name, value in state["model"].items()
+    }
     save_checkpoint(state, tmp_path / "nan.pt")
     assert main(["eval", str(tmp_path / "nan.pt"), "--json", "--no-latency"]) == 0
 
@@ -411,8 +465,9 @@ def test_without_a_terminal_there_is_no_progress_bar_but_quiet_keeps_the_epoch_l
     assert captured.out.count("\n") == 1
 
 
-def test_an_interrupt_names_the_real_run_and_suggests_resume_only_with_a_checkpoint(tiny_npz, trained_run, tmp_path,
-                                                                                    monkeypatch, capsys):
+def test_an_interrupt_names_the_real_run_and_suggests_resume_only_with_a_checkpoint(
+    tiny_npz, trained_run, tmp_path, monkeypatch, capsys
+):
     def interrupted(self):
         raise KeyboardInterrupt
 
@@ -461,8 +516,27 @@ def test_version(capsys):
 
 
 def test_eval_fast_on_the_cnn_baseline_is_refused_not_called_f_gdram(tiny_npz, tmp_path, capsys):
-    assert main(["train", "--data", tiny_npz, "--variant", "cnn", "--epochs", "1", "--batch-size", "8",
-                 "--hidden-size", "16", "--out", str(tmp_path / "cnn"), "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--data",
+                tiny_npz,
+                "--variant",
+                "cnn",
+                "--epochs",
+                "1",
+                "--batch-size",
+                "8",
+                "--hidden-size",
+                "16",
+                "--out",
+                str(tmp_path / "cnn"),
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     capsys.readouterr()
     assert main(["eval", str(tmp_path / "cnn" / "best.pt"), "--fast", "--no-latency"]) == 1
     line = _one_error_line(capsys, "the CNN baseline (no glimpses)")

@@ -77,8 +77,10 @@ def test_embedded_set_keeps_test_digits_out_of_training(tmp_path, monkeypatch):
     assert all(np.array_equal(arrays[key], cached[key]) for key in arrays)
 
 
-@pytest.mark.parametrize(("name", "side"), [
-    ("cluttered-digits", EMBEDDED_SPECS["cluttered-digits"].clutter.canvas_size), ("cluttered-digits-128", 128)])
+@pytest.mark.parametrize(
+    ("name", "side"),
+    [("cluttered-digits", EMBEDDED_SPECS["cluttered-digits"].clutter.canvas_size), ("cluttered-digits-128", 128)],
+)
 def test_embedded_sets_have_their_canvas_size_10_classes_and_every_box(tmp_path, monkeypatch, name, side):
     monkeypatch.setenv("GDRAM_CACHE", str(tmp_path))
     data = load_data(name)

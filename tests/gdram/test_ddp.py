@@ -18,8 +18,9 @@ def _free_port() -> int:
 
 
 def _worker(rank: int, world_size: int, port: int, run_dir: str) -> None:
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world_size),
-                      LOCAL_RANK=str(rank))
+    os.environ.update(
+        MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world_size), LOCAL_RANK=str(rank)
+    )
     torch.set_num_threads(1)
     from gdram.distributed import init_distributed
     from gdram.train import Trainer, TrainSettings
@@ -36,8 +37,10 @@ def _worker(rank: int, world_size: int, port: int, run_dir: str) -> None:
         trainer = Trainer(tiny_config(), tiny_data(), settings, run_dir, quiet=True, callbacks=[keep_parameters])
         initial = {name: value.detach().clone() for name, value in trainer.model.named_parameters()}
         summary = trainer.fit()
-        torch.save({"initial": initial, "trained": trained, "summary": summary, "world": place.world_size},
-                   os.path.join(run_dir, f"rank{rank}.pt"))
+        torch.save(
+            {"initial": initial, "trained": trained, "summary": summary, "world": place.world_size},
+            os.path.join(run_dir, f"rank{rank}.pt"),
+        )
     finally:
         dist.destroy_process_group()
 

@@ -13,9 +13,18 @@ from gdram.config import RECIPE_INGREDIENTS
 from gdram.loss import border_loss, guidance_loss
 from gdram.networks import EmissionNetwork
 
-SMALL = {"num_classes": 4, "in_channels": 1, "image_size": 32, "glimpse_size": 8, "num_scales": 2,
-         "num_glimpses": 3, "hidden_size": 16, "glimpse_channels": (4, 8), "context_channels": 4,
-         "mlp_hidden_size": 16}
+SMALL = {
+    "num_classes": 4,
+    "in_channels": 1,
+    "image_size": 32,
+    "glimpse_size": 8,
+    "num_scales": 2,
+    "num_glimpses": 3,
+    "hidden_size": 16,
+    "glimpse_channels": (4, 8),
+    "context_channels": 4,
+    "mlp_hidden_size": 16,
+}
 
 
 def small(**changes: object) -> GDRAMConfig:
@@ -28,8 +37,11 @@ def gradient_norms(config: GDRAMConfig, seed: int = 0) -> dict[str, float]:
     result = model(torch.rand(6, 1, 32, 32))
     labels = torch.tensor([0, 1, 2, 3, 0, 1])
     hybrid_loss(result, labels, reward=config.reward, normalize_advantage=config.normalize_advantage).total.backward()
-    return {name: sum(float(p.grad.abs().sum()) for p in module.parameters() if p.grad is not None)
-            for name, module in model.named_children() if any(True for _ in module.parameters())}
+    return {
+        name: sum(float(p.grad.abs().sum()) for p in module.parameters() if p.grad is not None)
+        for name, module in model.named_children()
+        if any(True for _ in module.parameters())
+    }
 
 
 def test_recipes_fill_every_ingredient_and_an_explicit_field_wins() -> None:
@@ -61,17 +73,20 @@ def test_a_robust_checkpoint_config_without_moves_keeps_its_relative_moves() -> 
     assert GDRAMConfig.from_dict(stored) == small(recipe="robust", moves="relative")
 
 
-@pytest.mark.parametrize(("changes", "field"), [
-    ({"recipe": "fast"}, "recipe"),
-    ({"sigma_range": (0.3, 0.1)}, "sigma_range"),
-    ({"sigma_range": (0.0, 0.1)}, "sigma_range"),
-    ({"reward": "dense"}, "reward"),
-    ({"policy_trains": "all"}, "policy_trains"),
-    ({"baseline_init": 1.5}, "baseline_init"),
-    ({"policy_lr_scale": 0.0}, "policy_lr_scale"),
-    ({"normalize_advantage": "yes"}, "normalize_advantage"),
-    ({"moves": "diagonal"}, "moves"),
-])
+@pytest.mark.parametrize(
+    ("changes", "field"),
+    [
+        ({"recipe": "fast"}, "recipe"),
+        ({"sigma_range": (0.3, 0.1)}, "sigma_range"),
+        ({"sigma_range": (0.0, 0.1)}, "sigma_range"),
+        ({"reward": "dense"}, "reward"),
+        ({"policy_trains": "all"}, "policy_trains"),
+        ({"baseline_init": 1.5}, "baseline_init"),
+        ({"policy_lr_scale": 0.0}, "policy_lr_scale"),
+        ({"normalize_advantage": "yes"}, "normalize_advantage"),
+        ({"moves": "diagonal"}, "moves"),
+    ],
+)
 def test_bad_ingredients_are_rejected_by_name(changes: dict, field: str) -> None:
     with pytest.raises(ValueError, match=field):
         small(**changes)
@@ -89,8 +104,11 @@ def test_where_pathway_lets_the_policy_gradient_train_upper_core_and_context_but
     result = model(torch.rand(6, 1, 32, 32))
     reinforce = hybrid_loss(result, torch.tensor([0, 1, 2, 3, 0, 1]), reward="steps").reinforce
     reinforce.backward()
-    grads = {name: sum(float(p.grad.abs().sum()) for p in module.parameters() if p.grad is not None)
-             for name, module in model.named_children() if any(True for _ in module.parameters())}
+    grads = {
+        name: sum(float(p.grad.abs().sum()) for p in module.parameters() if p.grad is not None)
+        for name, module in model.named_children()
+        if any(True for _ in module.parameters())
+    }
     assert grads["upper_core"] > 0 and grads["context"] > 0 and grads["emission"] > 0
     assert grads["lower_core"] == 0 and grads["glimpse"] == 0 and grads["prediction"] == 0
 

@@ -24,8 +24,9 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _settings(**changes) -> TrainSettings:
-    return TrainSettings(**{"epochs": 3, "batch_size": 8, "eval_batch_size": 16, "lr_patience": 0, "seed": 7,
-                            "device": "cpu", **changes})
+    return TrainSettings(
+        **{"epochs": 3, "batch_size": 8, "eval_batch_size": 16, "lr_patience": 0, "seed": 7, "device": "cpu", **changes}
+    )
 
 
 def _without_timings(history):
@@ -34,8 +35,14 @@ def _without_timings(history):
 
 def test_fit_writes_the_run_directory_and_a_test_summary(tmp_path):
     summary = Trainer(tiny_config(), tiny_data(), _settings(epochs=2), tmp_path, quiet=True).fit()
-    assert {path.name for path in tmp_path.iterdir()} >= {"best.pt", "last.pt", "metrics.jsonl", "metrics.csv",
-                                                          "config.json", "summary.json"}
+    assert {path.name for path in tmp_path.iterdir()} >= {
+        "best.pt",
+        "last.pt",
+        "metrics.jsonl",
+        "metrics.csv",
+        "config.json",
+        "summary.json",
+    }
     lines = (tmp_path / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(line)["epoch"] for line in lines] == [1, 2]
     assert len((tmp_path / "metrics.csv").read_text().splitlines()) == 3

@@ -41,8 +41,14 @@ def write_npz(
     images = rng.integers(0, 256, size=(40, size, size), dtype=np.uint8)
     labels = np.arange(40) % classes
     train = labels[:24] % (train_classes or classes)
-    arrays = {"x_train": images[:24], "y_train": train, "x_val": images[24:32], "y_val": labels[24:32],
-              "x_test": images[32:], "y_test": labels[32:]}
+    arrays = {
+        "x_train": images[:24],
+        "y_train": train,
+        "x_val": images[24:32],
+        "y_val": labels[24:32],
+        "x_test": images[32:],
+        "y_test": labels[32:],
+    }
     if boxes is not None:
         box = np.tile(np.asarray(boxes, dtype=np.float64), (40, 1))
         arrays.update(box_train=box[:24], box_val=box[24:32], box_test=box[32:])
@@ -52,9 +58,19 @@ def write_npz(
 
 def tiny_config(variant: str = "gdram", image_size: int = 24) -> GDRAMConfig:
     """A GDRAM-family model of 3 classes on 1-channel images: 3 glimpses of 2 scales of 8x8, width 16."""
-    return GDRAMConfig(num_classes=3, in_channels=1, image_size=image_size, glimpse_size=8, num_scales=2,
-                       num_glimpses=3, hidden_size=16, glimpse_channels=(4, 8), context_channels=4, mlp_hidden_size=16,
-                       variant=variant)
+    return GDRAMConfig(
+        num_classes=3,
+        in_channels=1,
+        image_size=image_size,
+        glimpse_size=8,
+        num_scales=2,
+        num_glimpses=3,
+        hidden_size=16,
+        glimpse_channels=(4, 8),
+        context_channels=4,
+        mlp_hidden_size=16,
+        variant=variant,
+    )
 
 
 def tiny_data(count: int = 48, size: int = 24, classes: int = 3) -> DataSplits:
@@ -64,7 +80,7 @@ def tiny_data(count: int = 48, size: int = 24, classes: int = 3) -> DataSplits:
     images = (torch.rand(count, 1, size, size, generator=generator) * 60).to(torch.uint8)
     for index, label in enumerate(labels.tolist()):
         top, left = (2, 2 + 7 * label)
-        images[index, 0, top:top + 6, left:left + 6] = 255
+        images[index, 0, top : top + 6, left : left + 6] = 255
     train, val = count * 2 // 3, count * 5 // 6
     parts = [TensorImages(images[s], labels[s]) for s in (slice(0, train), slice(train, val), slice(val, count))]
     return DataSplits("tiny", *parts, num_classes=classes, in_channels=1, image_size=(size, size))
