@@ -82,6 +82,7 @@ INGREDIENT_FLAGS = (
     "emission_batch_norm",
     "border_penalty",
     "moves",
+    "bounded_mean",
 )
 MAX_PARAMETERS = 10**9  # a larger model is a typo (or a label that is no class index), not an experiment
 ATTENTION_FLAGS = {
@@ -191,6 +192,11 @@ def _add_recipe_options(parser: argparse.ArgumentParser) -> None:
         choices=MOVES,
         help="relative: the next glimpse is the last one plus the move (paper, eq. 9); "
         "absolute: the action is the next glimpse's place (robust, as RAM)",
+    )
+    recipe.add_argument(
+        "--bounded-mean",
+        action=argparse.BooleanOptionalAction,
+        help="with absolute moves, the policy's mean ranges over the allowed glimpse centres only (robust)",
     )
     recipe.add_argument(
         "--normalize-advantage",

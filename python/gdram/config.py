@@ -47,6 +47,7 @@ RECIPE_INGREDIENTS: dict[str, dict[str, object]] = {
         "emission_batch_norm": True,
         "border_penalty": 0.0,
         "moves": "relative",
+        "bounded_mean": False,
     },
     "robust": {
         "sigma_range": (0.05, 0.25),
@@ -65,6 +66,7 @@ RECIPE_INGREDIENTS: dict[str, dict[str, object]] = {
         "emission_batch_norm": False,
         "border_penalty": 0.0,
         "moves": "absolute",
+        "bounded_mean": True,
     },
 }
 
@@ -179,6 +181,12 @@ class GDRAMConfig:
             the action is the next location, each glimpse's noise is its own. The variants whose
             moves are absolute by design (``ram``) are absolute under either value, so with
             ``"absolute"`` ``ram-dl`` looks where ``ram`` does.
+        bounded_mean: with absolute moves, the action's [-1, 1] spans the glimpse centres the clip
+            allows (location = bound * action, bound = 1 - g' as in :meth:`GDRAM.clip_location`),
+            so the policy's mean always lies inside the image (robust). Without it (paper, RAM) a
+            mean that drifts past the clip sits on a plateau: every sample near it lands on the
+            same border place, the reward cannot tell them apart, and nothing brings it back.
+            No effect on relative moves.
     """
 
     num_classes: int = 10
@@ -215,17 +223,18 @@ class GDRAMConfig:
     emission_batch_norm: bool | None = None
     border_penalty: float | None = None
     moves: str | None = None
+    bounded_mean: bool | None = None
 
     @classmethod
     def from_dict(cls, values: dict, train: dict | None = None) -> GDRAMConfig:
         """The config stored in a checkpoint (``values``) beside the trainer's settings (``train``).
 
-        One written before recipes existed is the paper's; one written before ``moves`` existed
-        made relative moves (under either recipe); one written before the policy was part of the
-        config takes it from ``train["policy"]``.
+        One written before recipes existed is the paper's; one written before ``moves`` and
+        ``bounded_mean`` existed made relative moves with an unbounded mean (under either recipe);
+        one written before the policy was part of the config takes it from ``train["policy"]``.
         """
         stored_policy = {} if train is None or "policy" not in train else {"policy": train["policy"]}
-        return cls(**{"recipe": "paper", "moves": "relative", **stored_policy, **values})
+        return cls(**{"recipe": "paper", "moves": "relative", "bounded_mean": False, **stored_policy, **values})
 
     def __post_init__(self) -> None:
         if self.recipe not in RECIPES:
@@ -305,6 +314,7 @@ class GDRAMConfig:
             "location_gradient",
             "baseline_before_move",
             "emission_batch_norm",
+            "bounded_mean",
         ):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name} must be a bool, got {getattr(self, name)!r}")

@@ -182,9 +182,18 @@ class GDRAM(nn.Module):
         return [self.emission, self.upper_core, self.context]
 
     def policy(self, lower_h: torch.Tensor, upper_h: torch.Tensor | None, sample: bool):
-        """The emission network on the state ``policy_trains`` lets it read: (action, log_prob, sigma, mu)."""
+        """The emission network on the state ``policy_trains`` lets it read: (action, log_prob, sigma, mu).
+
+        With ``bounded_mean`` and absolute moves, action and mu are scaled by the location bound
+        (sigma and the log-density stay the emission network's: the scale shifts log pi by a constant).
+        """
         h = lower_h if upper_h is None else upper_h
-        return self.emission(h.detach() if self.config.policy_trains == "emission" else h, sample)
+        action, log_prob, sigma, mu = self.emission(
+            h.detach() if self.config.policy_trains == "emission" else h, sample
+        )
+        if self.config.bounded_mean and not self.relative_moves:
+            action, mu = action * self.location_bound, mu * self.location_bound
+        return action, log_prob, sigma, mu
 
     def step_weight(self, sigma: torch.Tensor) -> torch.Tensor:
         """Eq. 12-15 on the sigma (B, 2) of the move that placed a glimpse: (B,), 1 without learned sigma."""

@@ -85,6 +85,7 @@ def test_a_robust_checkpoint_config_without_moves_keeps_its_relative_moves() -> 
         ({"policy_lr_scale": 0.0}, "policy_lr_scale"),
         ({"normalize_advantage": "yes"}, "normalize_advantage"),
         ({"moves": "diagonal"}, "moves"),
+        ({"bounded_mean": 1}, "bounded_mean"),
     ],
 )
 def test_bad_ingredients_are_rejected_by_name(changes: dict, field: str) -> None:
@@ -155,6 +156,16 @@ def test_absolute_moves_place_each_glimpse_where_its_action_says(moves: str) -> 
     location, action = torch.tensor([[0.5, -0.5]]), torch.tensor([[0.25, 0.25]])
     expected = action if moves == "absolute" else location + model.move_scale * action
     torch.testing.assert_close(model.move(location, action), model.clip_location(expected))
+
+
+@pytest.mark.parametrize("bounded", [False, True])
+def test_bounded_mean_keeps_the_policy_mean_inside_the_clip(bounded: bool) -> None:
+    model = GDRAM(small(recipe="robust", bounded_mean=bounded)).eval()
+    torch.nn.init.constant_(model.emission.mu.bias, 10.0)  # tanh saturates: the mean asks for the corner
+    result = model(torch.rand(3, 1, 32, 32))
+    beyond = bool((result.mean_locations.abs() > model.location_bound + 1e-6).any())
+    assert beyond is not bounded
+    assert bool((result.locations.abs() <= model.location_bound).all())
 
 
 def test_ram_moves_are_absolute_whatever_the_recipe() -> None:
