@@ -10,13 +10,18 @@ location guidance on a share of the training boxes) for several seeds at the sam
 * ``results.json``: every run's summary; ``results.md``: the table (mean and spread over seeds);
 * ``attention.png``: test top-1 and glimpse hit rate per policy, and the validation curves.
 
-``corner`` is the same question on a tiny task that only a glimpse at one place can solve
+``alignment`` asks a trained model's reward where the target is: the cosine between the REINFORCE
+estimate of each move and the direction to the target box (:mod:`gdram.alignment`), for several
+exploration sigmas and rewards, in seconds.
+
+``corner`` asks the attention question on a tiny task that only a glimpse at one place can solve
 (:func:`corner_task`, seconds per run): each recipe and policy, one table.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import statistics
 import sys
@@ -27,9 +32,12 @@ from typing import Any
 
 import torch
 
+from gdram.alignment import reinforce_alignment
+from gdram.checkpoint import load_state_file
 from gdram.cli import EMBEDDED_BATCH_SIZE, EMBEDDED_EPOCHS
-from gdram.config import GDRAMConfig
-from gdram.data import DataSplits, TensorImages, load_data
+from gdram.config import MOVES, REWARDS, GDRAMConfig
+from gdram.data import DataSplits, TensorImages, batches, load_data
+from gdram.model import create_model
 from gdram.train import Trainer, TrainSettings
 
 CORNERS = ((3, 3), (23, 3), (3, 23), (23, 23))  # top-left pixel of each 6x6 patch on a 32x32 image
@@ -243,6 +251,51 @@ def plot(summaries: list[dict[str, Any]], out: Path, title: str) -> Path:
     return path
 
 
+def alignment(
+    checkpoint: Path,
+    dataset: str,
+    sigmas: Sequence[float | None],
+    rewards: Sequence[str],
+    images: int,
+    episodes: int,
+    overrides: dict[str, Any],
+) -> str:
+    """:func:`gdram.alignment.reinforce_alignment` of a trained run's model on ``images`` validation
+    images, for each exploration sigma (None: the model's own) and reward; returns the markdown table.
+
+    A checkpoint trained with a fixed policy (centre, random) gets a fresh learned emission network
+    (its mean at the centre with ``zero_init_mu``), so that the reward its classifier gives can be
+    asked where it points. ``overrides``: :class:`GDRAMConfig` fields to change (e.g. ``moves``).
+    """
+    state = load_state_file(checkpoint)
+    config = dataclasses.replace(
+        GDRAMConfig.from_dict(state["config"], state.get("train")), policy="learned", **overrides
+    )
+    model = create_model(config)
+    fresh = sorted({key.split(".")[0] for key in model.load_state_dict(state["model"], strict=False).missing_keys})
+    data = load_data(dataset)
+    batch, labels, boxes = next(iter(batches(data.val, images, boxes=True)))
+    lines = [
+        f"{checkpoint}: {len(labels)} validation images, {episodes} episodes each"
+        + (f"; fresh (untrained) modules: {', '.join(fresh)}" if fresh else ""),
+        "",
+        "| sigma | reward | alignment | per move t = 0 .. T-1 | single episode |",
+        "|---:|---|---:|---|---:|",
+    ]
+    for sigma in sigmas:
+        if sigma is not None:
+            model.emission.fix_sigma(sigma)
+        for reward in rewards:
+            torch.manual_seed(0)
+            found = reinforce_alignment(model, batch, labels, boxes, episodes, reward)
+            moves = " ".join(f"{value:.2f}" for value in found.per_move.tolist())
+            lines.append(
+                f"| {'model' if sigma is None else f'{sigma:g}'} | {reward} | {found.per_move.mean():.3f} | {moves} "
+                f"| {found.single_episode.mean():.3f} |"
+            )
+    return "\n".join(lines) + "\n"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m gdram.experiments",
@@ -283,7 +336,29 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     small.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="seeds of every run")
     small.add_argument("--out", type=Path, default=Path("experiments") / "corner", help="output folder")
+    aim = commands.add_parser(
+        "alignment",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        help="does the REINFORCE estimate of a trained model point at the target? (seconds)",
+    )
+    aim.add_argument("checkpoint", type=Path, help="a run's best.pt or last.pt")
+    aim.add_argument("--dataset", default="cluttered-digits", help="the data set it was trained on (with boxes)")
+    aim.add_argument(
+        "--sigmas", type=float, nargs="+", help="exploration sigmas to try instead of the model's own learned one"
+    )
+    aim.add_argument("--rewards", nargs="+", default=["probs", "steps"], choices=REWARDS, help="rewards to try")
+    aim.add_argument("--images", type=int, default=48, help="validation images")
+    aim.add_argument("--episodes", type=int, default=64, help="sampled episodes per image")
+    aim.add_argument("--moves", choices=MOVES, help="override the model's moves")
+    aim.add_argument("--bounded-mean", action=argparse.BooleanOptionalAction, help="override the model's bounded_mean")
     args = parser.parse_args(argv)
+    if args.experiment == "alignment":
+        overrides = {name: getattr(args, name) for name in ("moves", "bounded_mean") if getattr(args, name) is not None}
+        markdown = alignment(
+            args.checkpoint, args.dataset, args.sigmas or [None], args.rewards, args.images, args.episodes, overrides
+        )
+        print(markdown)
+        return 0
     if args.experiment == "corner":
         markdown = corner(args.out, args.seeds)
         args.out.mkdir(parents=True, exist_ok=True)

@@ -73,16 +73,7 @@ def hybrid_loss(
     steps = result.log_probs.shape[0]
     used = torch.arange(steps, device=logits.device)[:, None] < result.glimpses_used[None, :]  # (T, B)
     mask = used.to(logits.dtype)
-    if reward == "final" or steps == 0:
-        rewards = (logits.detach().argmax(dim=1) == labels).to(logits.dtype)  # (B,), every step's
-    else:
-        step_logits = result.step_logits.detach()
-        if reward == "steps":
-            credit = (step_logits.argmax(dim=2) == labels).to(logits.dtype)  # (T, B)
-        else:
-            credit = step_logits.float().softmax(dim=2).gather(2, labels.expand(steps, -1)[..., None])[..., 0]
-        credit = credit.to(logits.dtype) * mask
-        rewards = credit.flip(0).cumsum(0).flip(0) / (mask.flip(0).cumsum(0).flip(0)).clamp(min=1.0)
+    rewards = move_rewards(result, labels, reward, mask)
     baseline = (mask * (result.baselines - rewards) ** 2).sum() / mask.sum().clamp(min=1.0)
     if episodes_per_image > 1 and steps:
         grouped = rewards.expand(steps, -1).reshape(steps, -1, episodes_per_image)  # (T, B / K, K)
@@ -98,6 +89,27 @@ def hybrid_loss(
     reinforce = -(mask * result.log_probs * advantage).sum(dim=0).mean()
     total = classification + baseline_weight * baseline + reinforce_weight * reinforce
     return LossParts(total=total, classification=classification, baseline=baseline, reinforce=reinforce)
+
+
+def move_rewards(result: GlimpseResult, labels: torch.Tensor, reward: str, mask: torch.Tensor) -> torch.Tensor:
+    """The reward r_t of the move placing glimpse t (see :func:`hybrid_loss`), without gradient.
+
+    ``labels`` (B,) int64; ``mask`` (T, B): 1 for the steps a sample used. Returns (B,) for
+    ``"final"`` (every move of a sample earns the same) or a result without moves, else (T, B):
+    the mean over the used steps t, t+1, ... of each step prediction's credit (right or not for
+    ``"steps"``, the label's probability for ``"probs"``).
+    """
+    logits = result.logits
+    steps = result.log_probs.shape[0]
+    if reward == "final" or steps == 0:
+        return (logits.detach().argmax(dim=1) == labels).to(logits.dtype)
+    step_logits = result.step_logits.detach()
+    if reward == "steps":
+        credit = (step_logits.argmax(dim=2) == labels).to(logits.dtype)  # (T, B)
+    else:
+        credit = step_logits.float().softmax(dim=2).gather(2, labels.expand(steps, -1)[..., None])[..., 0]
+    credit = credit.to(logits.dtype) * mask
+    return credit.flip(0).cumsum(0).flip(0) / (mask.flip(0).cumsum(0).flip(0)).clamp(min=1.0)
 
 
 def _check_labels(labels: torch.Tensor, logits: torch.Tensor) -> None:

@@ -147,6 +147,11 @@ class EmissionNetwork(nn.Module):
             nn.init.zeros_(self.mu.weight)
             nn.init.zeros_(self.mu.bias)
 
+    def fix_sigma(self, sigma: float) -> None:
+        """Make every move's sigma ``sigma``, learned or not (a measurement's override, e.g. :mod:`gdram.alignment`)."""
+        self.fixed_sigma = sigma
+        self.log_sigma_mid, self.log_sigma_half = math.log(sigma), 0.0
+
     def forward(self, h: torch.Tensor, sample: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         u = self.hidden(h)
         mu_logit = self.mu(u)
