@@ -142,7 +142,7 @@ def _add_recipe_options(parser: argparse.ArgumentParser) -> None:
         type=positive_float,
         nargs=2,
         metavar=("LOW", "HIGH"),
-        help="range of the learned sigma of a move (paper: 0.61 1.65, robust: 0.05 0.25)",
+        help="range of the learned sigma of a move (paper: 0.61 1.65, robust: 0.3 1.0)",
     )
     recipe.add_argument(
         "--weight-trains-sigma",
@@ -185,7 +185,8 @@ def _add_recipe_options(parser: argparse.ArgumentParser) -> None:
         "--reward",
         choices=REWARDS,
         help="final: 1 when the final prediction is right (paper); "
-        "steps: share of right step predictions from the move on (robust)",
+        "steps: share of right step predictions from the move on; "
+        "probs: mean probability of the label from the move on (robust)",
     )
     recipe.add_argument(
         "--moves",

@@ -50,14 +50,14 @@ RECIPE_INGREDIENTS: dict[str, dict[str, object]] = {
         "bounded_mean": False,
     },
     "robust": {
-        "sigma_range": (0.05, 0.25),
+        "sigma_range": (0.3, 1.0),
         "weight_trains_sigma": False,
         "unclipped_log_prob": True,
         "policy_trains": "where",
         "zero_init_mu": True,
         "baseline_init": "chance",
         "context_mode": "area",
-        "reward": "steps",
+        "reward": "probs",
         "normalize_advantage": True,
         "policy_lr_scale": 1.0,
         "location_gradient": False,
@@ -130,7 +130,10 @@ class GDRAMConfig:
         sigma_range: (low, high), the learned sigma's range: log sigma = mid + half * tanh(.)
             with mid, half the centre and half-width of [log low, log high]. Paper (eq. 11):
             (e^-1/2, e^1/2), i.e. 29-79 px of noise per move on a 128-px image, a random walk;
-            robust: (0.05, 0.25) of the move scale.
+            robust: (0.3, 1.0), with absolute moves and ``bounded_mean`` 0.24-0.81 of the image's
+            half-width (8-26 px on a 64-px image), wide enough for the reward to say where the
+            target is (see :mod:`gdram.alignment`: at a fifth of that the REINFORCE estimate is
+            blind to it).
         weight_trains_sigma: the classification loss trains sigma through the uncertainty
             weight (eq. 12-16, paper); robust: the weight reads sigma detached, so sigma stays
             exploration noise trained by REINFORCE alone.
@@ -150,9 +153,11 @@ class GDRAMConfig:
             (``F.interpolate`` mode): ``"nearest"`` (paper), ``"area"`` (robust: keeps a small
             digit's mass in the coarse view, so the first glimpse can find it).
         reward: ``"final"`` (paper, eq. 17): r = 1 when the weighted prediction is right, for
-            every move; ``"steps"`` (robust): the move placing glimpse t earns the share of
-            right step predictions from t on (eq. 10), a per-step reward-to-go; ``"probs"``: the
-            mean probability those step predictions give the label (graded).
+            every move; ``"steps"``: the move placing glimpse t earns the share of right step
+            predictions from t on (eq. 10), a per-step reward-to-go; ``"probs"`` (robust): the
+            mean probability those step predictions give the label (graded: it tells a glimpse
+            that helps from one that does not before the arg-max changes, and its REINFORCE
+            estimate points at the target more often, see :mod:`gdram.alignment`).
         normalize_advantage: divide each step's advantage r - b_t by its standard deviation
             over the batch (robust), so the policy's step size does not follow the reward's scale.
         policy_lr_scale: the learning rate of the modules the policy gradient trains, relative
