@@ -26,6 +26,7 @@ import torch
 from gdram.checkpoint import CheckpointError, load_checkpoint, load_state_file
 from gdram.cliutil import (
     HelpFormatter,
+    OneLineParser,
     device_name,
     error_line,
     image_size,
@@ -243,7 +244,7 @@ def _add_recipe_options(parser: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="gdram",
         formatter_class=HelpFormatter,
         description="Train, evaluate and look at glimpse-attention classifiers "

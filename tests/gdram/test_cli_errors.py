@@ -541,3 +541,10 @@ def test_eval_fast_on_the_cnn_baseline_is_refused_not_called_f_gdram(tiny_npz, t
     assert main(["eval", str(tmp_path / "cnn" / "best.pt"), "--fast", "--no-latency"]) == 1
     line = _one_error_line(capsys, "the CNN baseline (no glimpses)")
     assert "F-GDRAM" not in line
+
+
+@pytest.mark.parametrize("argv", [["train", "--moves", "up"], ["train", "--epochs", "0"], ["bogus"], [], ["eval"]])
+def test_a_usage_error_is_one_line_without_the_usage_text(argv: list[str], capsys) -> None:
+    err = _usage_error(argv, capsys)
+    assert len(err.splitlines()) == 1 and "usage:" not in err, err
+    assert err.startswith("gdram") and "error: " in err and "--help" in err
