@@ -84,6 +84,7 @@ INGREDIENT_FLAGS = (
     "border_penalty",
     "moves",
     "bounded_mean",
+    "policy_warmup",
 )
 MAX_PARAMETERS = 10**9  # a larger model is a typo (or a label that is no class index), not an experiment
 ATTENTION_FLAGS = {
@@ -199,6 +200,12 @@ def _add_recipe_options(parser: argparse.ArgumentParser) -> None:
         "--bounded-mean",
         action=argparse.BooleanOptionalAction,
         help="with absolute moves, the policy's mean ranges over the allowed glimpse centres only (robust)",
+    )
+    recipe.add_argument(
+        "--policy-warmup",
+        type=non_negative_int,
+        metavar="EPOCHS",
+        help="first epochs without the policy gradient: the classifier learns from the initial policy's glimpses",
     )
     recipe.add_argument(
         "--normalize-advantage",

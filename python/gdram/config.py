@@ -48,6 +48,7 @@ RECIPE_INGREDIENTS: dict[str, dict[str, object]] = {
         "border_penalty": 0.0,
         "moves": "relative",
         "bounded_mean": False,
+        "policy_warmup": 0,
     },
     "robust": {
         "sigma_range": (0.3, 1.0),
@@ -67,6 +68,7 @@ RECIPE_INGREDIENTS: dict[str, dict[str, object]] = {
         "border_penalty": 0.0,
         "moves": "absolute",
         "bounded_mean": True,
+        "policy_warmup": 0,
     },
 }
 
@@ -192,6 +194,13 @@ class GDRAMConfig:
             mean that drifts past the clip sits on a plateau: every sample near it lands on the
             same border place, the reward cannot tell them apart, and nothing brings it back.
             No effect on relative moves.
+        policy_warmup: epochs at the start of training without the REINFORCE term: the
+            classifier, the baseline and the glimpse networks learn from the initial policy's
+            sampled glimpses (with ``zero_init_mu``, around the centre with sigma's spread)
+            before the policy gradient starts, so that its reward already tells glimpses
+            apart. While the classifier is at chance the reward is noise, and Adam turns a
+            noise gradient into steady steps that drive the mean into tanh's saturation (the
+            border) before anything can be learned (the paper: 0).
     """
 
     num_classes: int = 10
@@ -229,6 +238,7 @@ class GDRAMConfig:
     border_penalty: float | None = None
     moves: str | None = None
     bounded_mean: bool | None = None
+    policy_warmup: int | None = None
 
     @classmethod
     def from_dict(cls, values: dict, train: dict | None = None) -> GDRAMConfig:
@@ -239,7 +249,8 @@ class GDRAMConfig:
         one written before the policy was part of the config takes it from ``train["policy"]``.
         """
         stored_policy = {} if train is None or "policy" not in train else {"policy": train["policy"]}
-        return cls(**{"recipe": "paper", "moves": "relative", "bounded_mean": False, **stored_policy, **values})
+        before = {"recipe": "paper", "moves": "relative", "bounded_mean": False, "policy_warmup": 0}
+        return cls(**{**before, **stored_policy, **values})
 
     def __post_init__(self) -> None:
         if self.recipe not in RECIPES:
@@ -334,6 +345,8 @@ class GDRAMConfig:
             raise ValueError(f"baseline_init must lie in (0, 1), be 'chance' or None, got {init!r}")
         _check_positive_float("policy_lr_scale", self.policy_lr_scale)
         _check_positive_int("episodes_per_image", self.episodes_per_image)
+        if isinstance(self.policy_warmup, bool) or not isinstance(self.policy_warmup, int) or self.policy_warmup < 0:
+            raise ValueError(f"policy_warmup must be an integer >= 0, got {self.policy_warmup!r}")
         if (
             isinstance(self.border_penalty, bool)
             or not isinstance(self.border_penalty, (int, float))

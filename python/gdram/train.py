@@ -330,6 +330,7 @@ class Trainer:
                 reward=config.reward,
                 normalize_advantage=config.normalize_advantage,
                 episodes_per_image=config.episodes_per_image,
+                reinforce_weight=0.0 if epoch <= config.policy_warmup else 1.0,
             )
             total = parts.total
             if settings.location_guidance > 0:

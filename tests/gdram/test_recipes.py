@@ -86,6 +86,7 @@ def test_a_robust_checkpoint_config_without_moves_keeps_its_relative_moves() -> 
         ({"normalize_advantage": "yes"}, "normalize_advantage"),
         ({"moves": "diagonal"}, "moves"),
         ({"bounded_mean": 1}, "bounded_mean"),
+        ({"policy_warmup": -1}, "policy_warmup"),
     ],
 )
 def test_bad_ingredients_are_rejected_by_name(changes: dict, field: str) -> None:

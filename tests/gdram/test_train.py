@@ -123,6 +123,18 @@ def test_random_policy_moves_at_random_and_learns_no_policy():
         dataclasses.replace(tiny_config("cnn"), policy="random")
 
 
+def test_policy_warmup_keeps_the_policy_still_while_the_classifier_learns(tmp_path):
+    config = dataclasses.replace(tiny_config(), recipe="robust", policy_warmup=1)
+    trainer = Trainer(config, tiny_data(), _settings(epochs=2), tmp_path / "run", quiet=True)
+    policy = {name: value.clone() for name, value in trainer.model.named_parameters() if name.startswith("emission.")}
+    classifier = trainer.model.prediction.mlp[0].weight.clone()
+    trainer.train_epoch()
+    assert all(torch.equal(value, dict(trainer.model.named_parameters())[name]) for name, value in policy.items())
+    assert not torch.equal(classifier, trainer.model.prediction.mlp[0].weight)
+    trainer.train_epoch()
+    assert not all(torch.equal(value, dict(trainer.model.named_parameters())[name]) for name, value in policy.items())
+
+
 def test_a_checkpoint_with_the_policy_in_its_training_settings_still_loads_and_resumes(tmp_path):
     data = tiny_data()
     config = dataclasses.replace(tiny_config(), policy="center")
