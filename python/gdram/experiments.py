@@ -135,8 +135,12 @@ def attention(
     epochs: int,
     batch_size: int,
     recipe: str,
+    ingredients: dict[str, Any] | None = None,
 ) -> list[dict[str, Any]]:
-    """Train every (policy, seed) and (learned with guidance, seed) run; returns their summaries."""
+    """Train every (policy, seed) and (learned with guidance, seed) run; returns their summaries.
+
+    ``ingredients``: :class:`GDRAMConfig` fields that override the recipe's (e.g. ``policy_warmup``).
+    """
     data = load_data(dataset)
     plan = [(policy, 0.0, seed) for policy in policies for seed in seeds]
     plan += [("learned", fraction, seed) for fraction in guidance for seed in guidance_seeds]
@@ -154,6 +158,7 @@ def attention(
                 image_size=data.image_size,
                 recipe=recipe,
                 policy=policy,
+                **(ingredients or {}),
             )
             settings = TrainSettings(epochs=epochs, batch_size=batch_size, seed=seed, location_guidance=fraction)
             if (run_dir / "last.pt").is_file():
@@ -296,6 +301,16 @@ def alignment(
     return "\n".join(lines) + "\n"
 
 
+def _ingredient(text: str) -> tuple[str, Any]:
+    name, sign, value = text.partition("=")
+    if not sign or not name:
+        raise argparse.ArgumentTypeError(f"expected FIELD=VALUE, got {text!r}")
+    try:
+        return name, json.loads(value)
+    except json.JSONDecodeError:
+        return name, value
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m gdram.experiments",
@@ -328,6 +343,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     run.add_argument("--epochs", type=int, default=EMBEDDED_EPOCHS, help="epochs of every run")
     run.add_argument("--batch-size", type=int, default=EMBEDDED_BATCH_SIZE, help="images per step")
     run.add_argument("--recipe", default="robust", choices=["robust", "paper"], help="training recipe")
+    run.add_argument(
+        "--set",
+        type=_ingredient,
+        action="append",
+        default=[],
+        metavar="FIELD=VALUE",
+        help="override a recipe ingredient of every run, e.g. policy_warmup=0 (VALUE read as JSON when it parses)",
+    )
     run.add_argument("--out", type=Path, help="output folder (default: experiments/attention-<dataset>)")
     small = commands.add_parser(
         "corner",
@@ -377,9 +400,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.epochs,
         args.batch_size,
         args.recipe,
+        dict(args.set),
     )
     (out / "results.json").write_text(json.dumps(summaries, indent=2) + "\n")
-    title = f"{args.dataset}, {args.epochs} epochs, batch {args.batch_size}, {args.recipe} recipe"
+    changed = "".join(f", {name}={value}" for name, value in args.set)
+    title = f"{args.dataset}, {args.epochs} epochs, batch {args.batch_size}, {args.recipe} recipe{changed}"
     markdown = f"{title}; test split, mean ± sd over seeds (%).\n\n" + table(summaries)
     (out / "results.md").write_text(markdown)
     plot(summaries, out, title)
