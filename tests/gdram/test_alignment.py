@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 import torch
-from gdram import GDRAM, GDRAMConfig
+from gdram import GDRAM
 from gdram.alignment import ascent_alignment, reinforce_alignment
+from tiny import tiny_config
 
 
 def sampled_moves(steps: int = 3, images: int = 5, episodes: int = 400) -> tuple[torch.Tensor, ...]:
@@ -36,22 +37,11 @@ def test_a_reward_blind_to_the_place_is_not_aligned() -> None:
 
 def test_reinforce_alignment_of_a_model_gives_one_cosine_per_move() -> None:
     torch.manual_seed(0)
-    config = GDRAMConfig(
-        num_classes=3,
-        in_channels=1,
-        image_size=32,
-        glimpse_size=8,
-        num_scales=2,
-        num_glimpses=3,
-        hidden_size=16,
-        glimpse_channels=(4, 8),
-        context_channels=4,
-        mlp_hidden_size=16,
-    )
-    model = GDRAM(config)
-    boxes = torch.tensor([[2.0, 2.0, 10.0, 10.0], [20.0, 18.0, 30.0, 28.0]])
-    found = reinforce_alignment(model, torch.rand(2, 1, 32, 32), torch.tensor([0, 2]), boxes, episodes=8)
+    model = GDRAM(tiny_config())
+    images, labels = torch.rand(2, 1, 24, 24), torch.tensor([0, 2])
+    boxes = torch.tensor([[2.0, 2.0, 10.0, 10.0], [14.0, 12.0, 22.0, 20.0]])
+    found = reinforce_alignment(model, images, labels, boxes, episodes=8)
     assert found.per_move.shape == found.single_episode.shape == (3,)
     assert bool((found.per_move.abs() <= 1 + 1e-6).all())
     with pytest.raises(ValueError, match="episodes"):
-        reinforce_alignment(model, torch.rand(2, 1, 32, 32), torch.tensor([0, 2]), boxes, episodes=1)
+        reinforce_alignment(model, images, labels, boxes, episodes=1)
