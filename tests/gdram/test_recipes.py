@@ -67,10 +67,12 @@ def test_a_checkpoint_config_without_recipe_is_read_as_the_paper() -> None:
     assert GDRAMConfig.from_dict(stored) == small(recipe="paper")
 
 
-def test_a_robust_checkpoint_config_without_moves_keeps_its_relative_moves() -> None:
+def test_a_robust_checkpoint_config_from_before_the_new_ingredients_keeps_its_behaviour() -> None:
     stored = dataclasses.asdict(small(recipe="robust"))
-    stored.pop("moves")
-    assert GDRAMConfig.from_dict(stored) == small(recipe="robust", moves="relative")
+    for name in ("moves", "bounded_mean", "policy_warmup"):
+        stored.pop(name)
+    expected = small(recipe="robust", moves="relative", bounded_mean=False, policy_warmup=0)
+    assert GDRAMConfig.from_dict(stored) == expected
 
 
 @pytest.mark.parametrize(
