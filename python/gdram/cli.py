@@ -84,6 +84,7 @@ INGREDIENT_FLAGS = (
     "border_penalty",
     "moves",
     "bounded_mean",
+    "straight_through_mean",
     "policy_warmup",
 )
 MAX_PARAMETERS = 10**9  # a larger model is a typo (or a label that is no class index), not an experiment
@@ -188,7 +189,8 @@ def _add_recipe_options(parser: argparse.ArgumentParser) -> None:
         choices=REWARDS,
         help="final: 1 when the final prediction is right (paper); "
         "steps: share of right step predictions from the move on; "
-        "probs: mean probability of the label from the move on (robust)",
+        "probs: mean probability of the label from the move on; "
+        "gain: the rise of the label's probability that the move's own glimpse brings (robust)",
     )
     recipe.add_argument(
         "--moves",
@@ -200,6 +202,11 @@ def _add_recipe_options(parser: argparse.ArgumentParser) -> None:
         "--bounded-mean",
         action=argparse.BooleanOptionalAction,
         help="with absolute moves, the policy's mean ranges over the allowed glimpse centres only (robust)",
+    )
+    recipe.add_argument(
+        "--straight-through-mean",
+        action=argparse.BooleanOptionalAction,
+        help="the policy gradient passes the mean's tanh as the identity, so a mean saturated at the border comes back (robust)",
     )
     recipe.add_argument(
         "--policy-warmup",

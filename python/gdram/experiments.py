@@ -369,7 +369,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     aim.add_argument(
         "--sigmas", type=float, nargs="+", help="exploration sigmas to try instead of the model's own learned one"
     )
-    aim.add_argument("--rewards", nargs="+", default=["probs", "steps"], choices=REWARDS, help="rewards to try")
+    aim.add_argument("--rewards", nargs="+", default=["gain", "probs"], choices=REWARDS, help="rewards to try")
     aim.add_argument("--images", type=int, default=48, help="validation images")
     aim.add_argument("--episodes", type=int, default=64, help="sampled episodes per image")
     aim.add_argument("--moves", choices=MOVES, help="override the model's moves")

@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from gdram.attention import box_centres
+from gdram.config import REWARDS
 from gdram.model import GlimpseResult
 
 # normalize_advantage divides by at least this: rewards lie in [0, 1], and a batch whose rewards
@@ -43,7 +44,9 @@ def hybrid_loss(
       ``reward="steps"``, the share of the step predictions t, t+1, ... (eq. 10) that are right
       (a per-step reward-to-go: a move is credited with what the glimpses from it on read); with
       ``reward="probs"``, the mean probability the step predictions t, t+1, ... give the label
-      (the same, graded: it rises before the arg-max turns right);
+      (the same, graded: it rises before the arg-max turns right); with ``reward="gain"``, the rise
+      of the label's probability from step prediction t - 1 to t (from 1 / K before the first),
+      what glimpse t alone adds, without the later moves' credit;
     * baseline: mean over steps and samples of (b_t - r_t)^2 (eq. 21);
     * reinforce: mean over samples of -sum_t log pi(move placing glimpse t) * A_t with the
       advantage A_t = r_t - b_t, b_t detached (eq. 22-24), so that gradient descent raises the
@@ -63,8 +66,8 @@ def hybrid_loss(
     logits = result.logits
     _check_labels(labels, logits)
     labels = labels.long()
-    if reward not in ("final", "steps", "probs"):
-        raise ValueError(f"reward must be 'final', 'steps' or 'probs', got {reward!r}")
+    if reward not in REWARDS:
+        raise ValueError(f"reward must be one of {', '.join(map(repr, REWARDS))}, got {reward!r}")
     if episodes_per_image < 1 or logits.shape[0] % episodes_per_image:
         raise ValueError(
             f"episodes_per_image must be >= 1 and divide the batch ({logits.shape[0]}), got {episodes_per_image}"
@@ -97,7 +100,8 @@ def move_rewards(result: GlimpseResult, labels: torch.Tensor, reward: str, mask:
     ``labels`` (B,) int64; ``mask`` (T, B): 1 for the steps a sample used. Returns (B,) for
     ``"final"`` (every move of a sample earns the same) or a result without moves, else (T, B):
     the mean over the used steps t, t+1, ... of each step prediction's credit (right or not for
-    ``"steps"``, the label's probability for ``"probs"``).
+    ``"steps"``, the label's probability for ``"probs"``), or for ``"gain"`` the rise of the
+    label's probability at step t alone (0 on unused steps).
     """
     logits = result.logits
     steps = result.log_probs.shape[0]
@@ -108,6 +112,9 @@ def move_rewards(result: GlimpseResult, labels: torch.Tensor, reward: str, mask:
         credit = (step_logits.argmax(dim=2) == labels).to(logits.dtype)  # (T, B)
     else:
         credit = step_logits.float().softmax(dim=2).gather(2, labels.expand(steps, -1)[..., None])[..., 0]
+    if reward == "gain":
+        before = torch.cat((credit.new_full((1, credit.shape[1]), 1.0 / logits.shape[1]), credit[:-1]))
+        return ((credit - before) * mask.float()).to(logits.dtype)
     credit = credit.to(logits.dtype) * mask
     return credit.flip(0).cumsum(0).flip(0) / (mask.flip(0).cumsum(0).flip(0)).clamp(min=1.0)
 

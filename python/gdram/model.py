@@ -137,6 +137,7 @@ class GDRAM(nn.Module):
             config.zero_init_mu,
             config.location_gradient,
             config.emission_batch_norm,
+            config.straight_through_mean,
         )
         self.prediction = PredictionNetwork(hidden, config.mlp_hidden_size, config.num_classes)
         self.baseline = BaselineNetwork(

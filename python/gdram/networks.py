@@ -112,7 +112,9 @@ class EmissionNetwork(nn.Module):
     With ``sample`` the action is mu + sigma * noise, clipped to [-1, 1]; otherwise it is mu.
     ``log_prob`` is the log-density, summed over (x, y), of the clipped action (the published
     code) or, with ``unclipped_log_prob``, of the sample before the clip (unbiased REINFORCE).
-    ``zero_init_mu`` starts the mu head at zero (mu = 0 for every input).
+    ``zero_init_mu`` starts the mu head at zero (mu = 0 for every input). With
+    ``straight_through_mean`` the gradient passes the tanh of mu as the identity (a saturated mu
+    still learns).
 
     ``forward(h (B, N), sample) -> (action (B, 2), log_prob (B,), sigma (B, 2), mu (B, 2))``. The
     action carries no gradient, unless ``reparameterized``: then it is a differentiable function
@@ -132,6 +134,7 @@ class EmissionNetwork(nn.Module):
         zero_init_mu: bool = False,
         reparameterized: bool = False,
         batch_norm: bool = True,
+        straight_through_mean: bool = False,
     ) -> None:
         super().__init__()
         norm = nn.BatchNorm1d(hidden_size) if batch_norm else nn.Identity()
@@ -143,6 +146,7 @@ class EmissionNetwork(nn.Module):
         self.log_sigma_mid, self.log_sigma_half = (low + high) / 2, (high - low) / 2
         self.unclipped_log_prob = unclipped_log_prob
         self.reparameterized = reparameterized
+        self.straight_through_mean = straight_through_mean
         if zero_init_mu:
             nn.init.zeros_(self.mu.weight)
             nn.init.zeros_(self.mu.bias)
@@ -156,7 +160,10 @@ class EmissionNetwork(nn.Module):
         u = self.hidden(h)
         mu_logit = self.mu(u)
         dtype = torch.promote_types(mu_logit.dtype, torch.float32)  # the policy's math in >= float32 (autocast)
-        mu = torch.tanh(mu_logit.to(dtype))
+        mu_logit = mu_logit.to(dtype)
+        mu = torch.tanh(mu_logit)
+        if self.straight_through_mean:
+            mu = mu_logit + (mu - mu_logit).detach()
         if self.log_var is None:
             sigma = torch.full_like(mu, self.fixed_sigma)
         else:

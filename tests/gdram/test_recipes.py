@@ -171,6 +171,18 @@ def test_bounded_mean_keeps_the_policy_mean_inside_the_clip(bounded: bool) -> No
     assert bool((result.locations.abs() <= model.location_bound).all())
 
 
+@pytest.mark.parametrize("straight", [False, True])
+def test_straight_through_mean_lets_a_saturated_mean_learn_to_come_back(straight: bool) -> None:
+    torch.manual_seed(0)
+    model = GDRAM(small(recipe="robust", straight_through_mean=straight)).train()
+    torch.nn.init.constant_(model.emission.mu.bias, 10.0)  # tanh saturates: every mean sits in the corner
+    result = model(torch.rand(4, 1, 32, 32))
+    torch.testing.assert_close(result.mean_locations[1:], model.location_bound.expand(2, 4, 2))  # forward unchanged
+    (result.log_probs * torch.ones_like(result.log_probs)).sum().backward()
+    pull = float(model.emission.mu.bias.grad.abs().max())
+    assert (pull > 1e-3) is straight, pull
+
+
 def test_ram_moves_are_absolute_whatever_the_recipe() -> None:
     for recipe in RECIPE_INGREDIENTS:
         assert not GDRAM(small(recipe=recipe, variant="ram")).relative_moves
@@ -228,6 +240,21 @@ def test_steps_reward_credits_each_move_with_the_right_predictions_from_it_on() 
     rewards = torch.tensor([[2 / 3, 0.0], [1 / 2, 0.0], [1.0, 0.0]])
     torch.testing.assert_close(parts.baseline, (rewards**2).mean())
     torch.testing.assert_close(parts.reinforce, -rewards.sum(0).mean())
+
+
+def test_gain_reward_credits_each_move_with_what_its_own_glimpse_adds() -> None:
+    model = GDRAM(small(recipe="robust")).train()
+    result = model(torch.rand(2, 1, 32, 32))
+    labels = torch.tensor([1, 2])
+    probs = torch.tensor([[0.4, 0.25], [0.4, 0.1], [0.9, 0.7]])  # p_t(label), (T, B)
+    rest = (1 - probs) / 3
+    step_logits = rest[..., None].expand(3, 2, 4).clone()
+    step_logits[:, 0, 1], step_logits[:, 1, 2] = probs[:, 0], probs[:, 1]
+    result = result._replace(step_logits=step_logits.log(), baselines=torch.zeros(3, 2), log_probs=torch.ones(3, 2))
+    parts = hybrid_loss(result, labels, reward="gain")
+    gains = torch.tensor([[0.4 - 0.25, 0.25 - 0.25], [0.0, 0.1 - 0.25], [0.5, 0.6]])
+    torch.testing.assert_close(parts.baseline, (gains**2).mean())
+    torch.testing.assert_close(parts.reinforce, -gains.sum(0).mean())
 
 
 def test_normalized_advantage_has_unit_spread_over_the_batch() -> None:
