@@ -206,7 +206,8 @@ def _add_recipe_options(parser: argparse.ArgumentParser) -> None:
     recipe.add_argument(
         "--straight-through-mean",
         action=argparse.BooleanOptionalAction,
-        help="the policy gradient passes the mean's tanh as the identity, so a mean saturated at the border comes back (robust)",
+        help="the policy gradient passes the mean's tanh as the identity, "
+        "so a mean saturated at the border comes back (robust)",
     )
     recipe.add_argument(
         "--policy-warmup",
