@@ -346,6 +346,12 @@ def build_parser() -> argparse.ArgumentParser:
         type=non_negative_int,
         help=f"DataLoader workers (image folders) (default: {TRAIN_DEFAULTS['workers']})",
     )
+    run.add_argument(
+        "--init-from",
+        metavar="CHECKPOINT",
+        help="start from this run's weights (best.pt/last.pt; same variant, policy and sizes), e.g. "
+        "a run on smaller canvases (default: fresh weights)",
+    )
     run.add_argument("--out", metavar="RUNDIR", help="run directory (default: runs/<variant>-<data>-<time>)")
     run.add_argument(
         "--resume",
@@ -492,6 +498,7 @@ def _refuse_changed_settings(args: argparse.Namespace, saved: dict[str, Any]) ->
         "--recipe": (args.recipe, config.get("recipe", "paper")),
         "--location-guidance": (args.location_guidance, train.get("location_guidance", 0.0)),
         "--guidance-weight": (args.guidance_weight, train.get("guidance_weight", 10.0)),
+        "--init-from": (args.init_from, train.get("init_from")),
         **{
             "--" + name.replace("_", "-"): (_as_stored(getattr(args, name)), _as_stored(config.get(name)))
             for name in INGREDIENT_FLAGS
@@ -602,6 +609,7 @@ def _train(args: argparse.Namespace) -> int:
             num_workers=flags["workers"],
             location_guidance=flags["location_guidance"],
             guidance_weight=flags["guidance_weight"],
+            init_from=args.init_from,
         )
         trainer = Trainer(config, data, settings, out, spec, quiet=args.quiet)
     if place.is_main:

@@ -136,10 +136,13 @@ def attention(
     batch_size: int,
     recipe: str,
     ingredients: dict[str, Any] | None = None,
+    init_from: Path | None = None,
 ) -> list[dict[str, Any]]:
     """Train every (policy, seed) and (learned with guidance, seed) run; returns their summaries.
 
     ``ingredients``: :class:`GDRAMConfig` fields that override the recipe's (e.g. ``policy_warmup``).
+    ``init_from``: an earlier experiment's folder; each run starts from the weights of its namesake
+    there (``runs/<name>/best.pt``, see :attr:`TrainSettings.init_from`), e.g. small canvases first.
     """
     data = load_data(dataset)
     plan = [(policy, 0.0, seed) for policy in policies for seed in seeds]
@@ -160,7 +163,11 @@ def attention(
                 policy=policy,
                 **(ingredients or {}),
             )
-            settings = TrainSettings(epochs=epochs, batch_size=batch_size, seed=seed, location_guidance=fraction)
+            name = run_name(policy, fraction, seed)
+            start = None if init_from is None else str(init_from / "runs" / name / "best.pt")
+            settings = TrainSettings(
+                epochs=epochs, batch_size=batch_size, seed=seed, location_guidance=fraction, init_from=start
+            )
             if (run_dir / "last.pt").is_file():
                 trainer = Trainer.resume(run_dir, data, quiet=True)
             else:
@@ -351,6 +358,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         metavar="FIELD=VALUE",
         help="override a recipe ingredient of every run, e.g. policy_warmup=0 (VALUE read as JSON when it parses)",
     )
+    run.add_argument(
+        "--init-from",
+        type=Path,
+        metavar="FOLDER",
+        help="an earlier experiment's --out: each run starts from its namesake's best.pt (e.g. smaller canvases first)",
+    )
     run.add_argument("--out", type=Path, help="output folder (default: experiments/attention-<dataset>)")
     small = commands.add_parser(
         "corner",
@@ -401,9 +414,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.batch_size,
         args.recipe,
         dict(args.set),
+        args.init_from,
     )
     (out / "results.json").write_text(json.dumps(summaries, indent=2) + "\n")
     changed = "".join(f", {name}={value}" for name, value in args.set)
+    changed += f", starting from {args.init_from}" if args.init_from else ""
     title = f"{args.dataset}, {args.epochs} epochs, batch {args.batch_size}, {args.recipe} recipe{changed}"
     markdown = f"{title}; test split, mean ± sd over seeds (%).\n\n" + table(summaries)
     (out / "results.md").write_text(markdown)

@@ -70,6 +70,10 @@ class TrainSettings:
             :func:`gdram.loss.guidance_loss`; 0 is pure REINFORCE (the paper).
         guidance_weight: weight of that loss in the total (10: at 1, the REINFORCE term's noise,
             of order 1 / sigma per sample, drowns it; measured on a tiny task in tests/gdram/test_learning.py).
+        init_from: a gdram checkpoint (``best.pt``/``last.pt``) whose model weights start this run
+            instead of a fresh initialisation (a curriculum: e.g. small canvases first). The model
+            must have the same variant, policy and layer sizes; the image size, data set and
+            recipe may differ. Optimiser, epochs and history start afresh.
     """
 
     epochs: int = 10
@@ -87,6 +91,7 @@ class TrainSettings:
     eval_batch_size: int = 256
     location_guidance: float = 0.0
     guidance_weight: float = 10.0
+    init_from: str | None = None
 
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size", "eval_batch_size", "lr_patience"):
@@ -150,6 +155,8 @@ class Trainer:
         self.device = resolve_device(self.settings.device, self.place)
         torch.manual_seed(self.settings.seed)  # identical initial weights on every rank
         self.model = create_model(config).to(self.device)
+        if self.settings.init_from is not None:
+            self._start_from(Path(self.settings.init_from))
         self.train_images = self._guided_training_set()
         self.optimizer = torch.optim.Adam(
             self._parameter_groups(), lr=self.settings.lr, weight_decay=self.settings.weight_decay
@@ -165,6 +172,19 @@ class Trainer:
         self.files = RunFiles(self.run_dir)
 
     # ------------------------------------------------------------------------------ construction
+
+    def _start_from(self, path: Path) -> None:
+        """Load ``settings.init_from``'s model weights; a clear error when they do not fit."""
+        state = load_checkpoint(path)
+        try:
+            self.model.load_state_dict(state["model"])
+        except RuntimeError as error:
+            first = str(error).strip().splitlines()
+            detail = first[1].strip() if len(first) > 1 else first[0] if first else ""
+            raise ValueError(
+                f"init_from {path}: its weights do not fit this model ({self.config.variant}, "
+                f"{self.config.policy} policy, hidden size {self.config.hidden_size}): {detail}"
+            ) from None
 
     def _parameter_groups(self) -> list[dict[str, Any]]:
         """Adam's groups: what only the policy gradient trains at ``lr * policy_lr_scale``, the rest at ``lr``."""
@@ -226,7 +246,9 @@ class Trainer:
         if epochs is not None:
             settings = dataclasses.replace(settings, epochs=epochs)
         config = GDRAMConfig.from_dict(state["config"], state["train"])
-        trainer = cls(config, data, settings, run_dir, state.get("data"), quiet, callbacks)
+        fresh = dataclasses.replace(settings, init_from=None)  # last.pt holds the weights: init_from is history
+        trainer = cls(config, data, fresh, run_dir, state.get("data"), quiet, callbacks)
+        trainer.settings = settings
         trainer.model.load_state_dict(state["model"])
         trainer.optimizer.load_state_dict(state["optimizer"])
         trainer.scheduler.load_state_dict(state["scheduler"])

@@ -212,6 +212,12 @@ def test_out_that_is_a_file_or_below_a_file_is_one_line(tiny_npz, tmp_path, caps
     _one_error_line(capsys, "taken exists and is not a directory")
 
 
+def test_init_from_a_missing_checkpoint_is_one_line_and_leaves_no_run(tiny_npz, tmp_path, capsys):
+    assert _train(tiny_npz, tmp_path / "run", "--init-from", str(tmp_path / "gone.pt")) == 1
+    _one_error_line(capsys, "gone.pt: no such checkpoint file")
+    assert not (tmp_path / "run").exists()
+
+
 def test_a_read_only_run_directory_is_refused_before_loading_data(tiny_npz, tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(cli.os, "access", lambda path, mode: False)
     assert _train(tiny_npz, tmp_path / "r") == 1

@@ -149,6 +149,26 @@ def test_a_checkpoint_with_the_policy_in_its_training_settings_still_loads_and_r
     assert resumed.config == config and resumed.fit()["policy"] == "center"
 
 
+def test_init_from_starts_a_run_on_larger_images_from_an_earlier_runs_weights(tmp_path):
+    Trainer(tiny_config(), tiny_data(), _settings(epochs=1), tmp_path / "small", quiet=True).fit()
+    start = str(tmp_path / "small" / "best.pt")
+    larger = tiny_config(image_size=32)
+    trainer = Trainer(larger, tiny_data(size=32), _settings(epochs=2, init_from=start), tmp_path / "large", quiet=True)
+    earlier = load_checkpoint(start)["model"]
+    assert all(torch.equal(value, earlier[name]) for name, value in trainer.model.state_dict().items())
+    trainer.fit()
+    resumed = Trainer.resume(tmp_path / "large", tiny_data(size=32), epochs=3, quiet=True)
+    assert resumed.settings.init_from == start and resumed.epoch == 2  # its own last.pt, not the start
+    assert not all(torch.equal(value, earlier[name]) for name, value in resumed.model.state_dict().items())
+
+
+def test_init_from_a_checkpoint_that_does_not_fit_says_so(tmp_path):
+    Trainer(tiny_config(), tiny_data(), _settings(epochs=1), tmp_path / "gdram", quiet=True).fit()
+    other = dataclasses.replace(tiny_config(), hidden_size=8)
+    with pytest.raises(ValueError, match=r"init_from .*best.pt: its weights do not fit this model \(gdram, learned"):
+        Trainer(other, tiny_data(), _settings(init_from=str(tmp_path / "gdram" / "best.pt")), tmp_path / "x")
+
+
 def test_cnn_baseline_trains_with_the_same_trainer(tmp_path):
     summary = Trainer(tiny_config("cnn"), tiny_data(), _settings(epochs=1), tmp_path, quiet=True).fit()
     assert summary["variant"] == "cnn" and summary["epochs"] == 1
