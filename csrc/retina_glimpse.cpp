@@ -1,13 +1,15 @@
-// Operator schema of gdram_ext::retina_glimpse and its backward, the argument checks that
-// every kernel runs first, and the Python module that loads them.
-#include "retina_glimpse.h"
+// gdram_ext::retina_glimpse on any device's kernels: the argument checks that every kernel runs
+// first, and the retina as boxes (num_scales boxes sharing one centre, box k of side
+// base_size * scale_factor^k) whose gradients are summed into the location's.
+#include "glimpse.h"
 
-#include <torch/extension.h>
-#include <torch/library.h>
+#include <ATen/ops/empty.h>
 
 namespace gdram_ext {
 
-Glimpse check_arguments(
+namespace {
+
+void check_arguments(
     const at::Tensor& images,
     const at::Tensor& locations,
     int64_t size,
@@ -55,17 +57,16 @@ Glimpse check_arguments(
       std::isfinite(base_size) && base_size > 0.0, "retina_glimpse: base_size must be finite and > 0, got ", base_size);
   TORCH_CHECK(
       mode == "bilinear" || mode == "area", "retina_glimpse: mode must be 'bilinear' or 'area', got '", mode, "'");
-  const Glimpse glimpse{size, num_scales, scale_factor, base_size, mode == "area"};
-  const double last = glimpse.side(num_scales - 1);
+  double last = base_size;
+  for (int64_t i = 1; i < num_scales; ++i) last *= scale_factor;
   TORCH_CHECK(
       std::isfinite(last) && last > 0.0,
       "retina_glimpse: the last scale's side, base_size * scale_factor ** (num_scales - 1) = ",
       last,
       ", must be finite and > 0");
-  return glimpse;
 }
 
-Glimpse check_backward_arguments(
+void check_backward_arguments(
     const at::Tensor& grad_output,
     const at::Tensor& images,
     const at::Tensor& locations,
@@ -74,7 +75,7 @@ Glimpse check_backward_arguments(
     double scale_factor,
     std::string_view mode,
     double base_size) {
-  const Glimpse glimpse = check_arguments(images, locations, size, num_scales, scale_factor, mode, base_size);
+  check_arguments(images, locations, size, num_scales, scale_factor, mode, base_size);
   const std::vector<int64_t> expected{images.size(0), num_scales * images.size(1), size, size};
   TORCH_CHECK(
       grad_output.sizes() == c10::IntArrayRef(expected),
@@ -84,25 +85,58 @@ Glimpse check_backward_arguments(
       grad_output.sizes());
   TORCH_CHECK(
       grad_output.device() == images.device(), "retina_glimpse_backward: grad_output must be on the images' device");
-  return glimpse;
 }
 
-TORCH_LIBRARY(gdram_ext, m) {
-  m.def(
-      "retina_glimpse(Tensor images, Tensor locations, int size, int num_scales, float scale_factor, "
-      "str mode, float base_size) -> Tensor");
-  m.def(
-      "retina_glimpse_backward(Tensor grad_output, Tensor images, Tensor locations, int size, int num_scales, "
-      "float scale_factor, str mode, float base_size, bool images_grad, bool locations_grad) -> (Tensor, Tensor)");
+// The retina's boxes: the location (B, 2) in double, read with a box stride of 0.
+Boxes retina_boxes(const at::Tensor& locations, int64_t size, int64_t num_scales, double scale_factor, std::string_view mode,
+                   double base_size) {
+  return Boxes{locations.const_data_ptr<double>(), 2, 0, nullptr, base_size, scale_factor, num_scales, size, size,
+               mode == "area"};
+}
+
+}  // namespace
+
+at::Tensor retina_glimpse_forward(
+    ForwardKernel kernel,
+    c10::DeviceType device,
+    const at::Tensor& images,
+    const at::Tensor& locations,
+    int64_t size,
+    int64_t num_scales,
+    double scale_factor,
+    std::string_view mode,
+    double base_size) {
+  check_arguments(images, locations, size, num_scales, scale_factor, mode, base_size);
+  check_device(images, device, "retina_glimpse");
+  at::Tensor output = at::empty({images.size(0), num_scales * images.size(1), size, size}, images.options());
+  if (output.numel() == 0) return output;
+  const at::Tensor loc = locations.to(at::kDouble).contiguous();
+  kernel(images, retina_boxes(loc, size, num_scales, scale_factor, mode, base_size), output);
+  return output;
+}
+
+std::tuple<at::Tensor, at::Tensor> retina_glimpse_backward(
+    BackwardKernel kernel,
+    c10::DeviceType device,
+    const at::Tensor& grad_output,
+    const at::Tensor& images,
+    const at::Tensor& locations,
+    int64_t size,
+    int64_t num_scales,
+    double scale_factor,
+    std::string_view mode,
+    double base_size,
+    bool images_grad,
+    bool locations_grad) {
+  check_backward_arguments(grad_output, images, locations, size, num_scales, scale_factor, mode, base_size);
+  check_device(images, device, "retina_glimpse_backward");
+  const at::Tensor loc = locations.to(at::kDouble).contiguous();
+  auto [grad_images, grad_boxes] = kernel(
+      grad_output, images, retina_boxes(loc, size, num_scales, scale_factor, mode, base_size), images_grad,
+      locations_grad, false);
+  at::Tensor grad_locations = locations_grad ? grad_boxes.narrow(2, 0, 2).sum(1).to(locations.scalar_type())
+                                             : at::empty({0}, locations.options());
+  return {grad_images, grad_locations};
 }
 
 }  // namespace gdram_ext
-
-PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
-  m.doc() = "Compiled kernels of gdram_ext: loading this module registers the gdram_ext operators.";
-#ifdef GDRAM_WITH_CUDA
-  m.attr("cuda_compiled") = true;
-#else
-  m.attr("cuda_compiled") = false;
-#endif
-}

@@ -1,9 +1,10 @@
-"""The ``gdram_ext::retina_glimpse`` operator: its Python entry point, fake tensor and autograd.
+"""The ``gdram_ext::retina_glimpse`` and ``gdram_ext::box_glimpse`` operators: their Python entry
+points, fake tensors and autograd.
 
-The compiled kernels (``gdram_ext._C``) register the operator with the PyTorch dispatcher;
+The compiled kernels (``gdram_ext._C``) register the operators with the PyTorch dispatcher;
 this module adds what the dispatcher needs from Python (a fake implementation for
 ``torch.compile``/meta tensors and the autograd formula, both through ``torch.library``)
-and the documented wrapper. When the kernels are missing, the wrapper runs
+and the documented wrappers. When the kernels are missing, the wrappers run
 :mod:`gdram_ext.reference` instead.
 """
 
@@ -20,7 +21,7 @@ import torch
 
 from gdram_ext import reference
 from gdram_ext.contract import base_side
-from gdram_ext.validation import check_arguments
+from gdram_ext.validation import check_arguments, check_box_arguments
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 
@@ -81,7 +82,7 @@ except ImportError as error:  # no compiler at install time, an ABI mismatch, or
 
 
 class Backend(NamedTuple):
-    """Which implementation runs ``retina_glimpse``: ``name`` is ``"compiled"`` or ``"reference"``;
+    """Which implementation runs the operators: ``name`` is ``"compiled"`` or ``"reference"``;
     ``kernels`` lists the devices the compiled kernels were built for (``"cpu"``, ``"cuda"``)."""
 
     name: str
@@ -137,6 +138,40 @@ def retina_glimpse(
     return torch.ops.gdram_ext.retina_glimpse.default(
         images, locations, int(size), int(num_scales), float(scale_factor), mode, base_side(size, base_size)
     )
+
+
+def box_glimpse(
+    images: torch.Tensor,
+    centres: torch.Tensor,
+    sides: torch.Tensor,
+    size: int | tuple[int, int],
+    mode: str = "bilinear",
+) -> torch.Tensor:
+    """K boxes per image, each with its own centre and sides, cropped and resized in one fused pass.
+
+    Box ``(b, k)`` covers ``[cx - sx/2, cx + sx/2) x [cy - sy/2, cy + sy/2)`` pixels, with
+    ``cx = (x + 1) / 2 * W`` and ``cy = (y + 1) / 2 * H`` from its centre ``(x, y)``, cut into
+    ``h`` rows and ``w`` columns of cells of ``sx / w`` by ``sy / h`` pixels. ``retina_glimpse`` is
+    the case of ``num_scales`` boxes sharing one centre, box ``i`` of side ``base_size * scale_factor**i``.
+
+    Args:
+        images: (B, C, H, W), float32/float64/float16/bfloat16, any strides.
+        centres: (B, K, 2) box centres (x, y): -1 is the left/top edge of the image, +1 the
+            right/bottom edge (the retina's coordinates); may lie outside.
+        sides: (B, K) sides of square boxes, or (B, K, 2) (width, height), in pixels.
+        size: cells per box: an int (h = w) or a pair (h, w).
+        mode: ``"bilinear"`` (sample at each cell's centre, zeros outside; equals
+            ``roi_align(aligned=True, sampling_ratio=1)`` for boxes inside the image) or ``"area"``
+            (exact mean over each cell, pixels outside count as zero: the anti-aliased downscale).
+
+    Returns:
+        (B, K, C, h, w), dtype of ``images``. Differentiable with respect to images, centres and
+        sides. A box whose side is not finite and > 0, or whose centre is not finite, reads zeros.
+    """
+    h, w = check_box_arguments(images, centres, sides, size, mode)
+    if not _has_kernel(images.device):
+        return reference.boxes(images, centres, sides, (h, w), mode)
+    return torch.ops.gdram_ext.box_glimpse.default(images, centres, sides, [h, w], mode)
 
 
 if _C is not None:
@@ -208,4 +243,57 @@ if _C is not None:
 
     torch.library.register_autograd(
         "gdram_ext::retina_glimpse_backward", _no_double_backward, setup_context=lambda ctx, inputs, output: None
+    )
+
+    def _check_box_fake(images, centres, sides, size, mode) -> tuple[int, int]:
+        """The box kernels' checks for calls that reach the fake implementation (``RuntimeError``)."""
+        try:
+            return check_box_arguments(images, centres, sides, list(size), mode)
+        except (TypeError, ValueError) as error:
+            raise RuntimeError(f"box_glimpse: {error}") from error
+
+    @torch.library.register_fake("gdram_ext::box_glimpse")
+    def _fake_box_forward(images, centres, sides, size, mode):
+        h, w = _check_box_fake(images, centres, sides, size, mode)
+        return images.new_empty((images.shape[0], centres.shape[1], images.shape[1], h, w))
+
+    @torch.library.register_fake("gdram_ext::box_glimpse_backward")
+    def _fake_box_backward(grad_output, images, centres, sides, size, mode, images_grad, centres_grad, sides_grad):
+        h, w = _check_box_fake(images, centres, sides, size, mode)
+        expected = (images.shape[0], centres.shape[1], images.shape[1], h, w)
+        torch._check(
+            tuple(grad_output.shape) == expected and grad_output.device == images.device,
+            lambda: (
+                f"box_glimpse_backward: grad_output must have shape {expected} on {images.device}, "
+                f"got {tuple(grad_output.shape)} on {grad_output.device}"
+            ),
+        )
+
+        def gradient(tensor: torch.Tensor, wanted: bool) -> torch.Tensor:
+            return torch.empty_like(tensor, memory_format=torch.contiguous_format) if wanted else tensor.new_empty(0)
+
+        return gradient(images, images_grad), gradient(centres, centres_grad), gradient(sides, sides_grad)
+
+    def _setup_box_context(ctx, inputs, output):
+        images, centres, sides, *ctx.hyper = inputs
+        ctx.save_for_backward(images, centres, sides)
+
+    def _box_backward(ctx, grad_output):
+        images, centres, sides = ctx.saved_tensors
+        wanted = ctx.needs_input_grad[:3]
+        grads = torch.ops.gdram_ext.box_glimpse_backward.default(
+            grad_output, images, centres, sides, *ctx.hyper, *wanted
+        )
+        return (*(grad if need else None for grad, need in zip(grads, wanted, strict=True)), None, None)
+
+    torch.library.register_autograd("gdram_ext::box_glimpse", _box_backward, setup_context=_setup_box_context)
+
+    def _no_box_double_backward(ctx, *grads):
+        raise RuntimeError(
+            "box_glimpse: the compiled operator has no double backward (second derivatives); "
+            "use gdram_ext.reference.box_glimpse where they are needed"
+        )
+
+    torch.library.register_autograd(
+        "gdram_ext::box_glimpse_backward", _no_box_double_backward, setup_context=lambda ctx, inputs, output: None
     )

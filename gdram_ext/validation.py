@@ -1,5 +1,7 @@
 """Argument checks shared by every backend, so that bad input fails the same way everywhere.
 
+``check_arguments`` checks a retina glimpse call, ``check_box_arguments`` a box glimpse call.
+
 They read only metadata (shapes, dtypes, devices, Python numbers): never a device value, so
 they cost no host-device synchronisation and trace cleanly under ``torch.compile``.
 """
@@ -8,6 +10,7 @@ from __future__ import annotations
 
 import math
 import numbers
+from collections.abc import Sequence
 
 import torch
 
@@ -69,6 +72,70 @@ def check_hyperparameters(size: int, num_scales: int, scale_factor: float, mode:
         raise ValueError(
             f"the last scale's side, base_size * scale_factor ** (num_scales - 1) = {last}, must be finite and > 0"
         )
+
+
+def check_box_arguments(
+    images: torch.Tensor,
+    centres: torch.Tensor,
+    sides: torch.Tensor,
+    size: int | Sequence[int],
+    mode: str,
+) -> tuple[int, int]:
+    """Raise ``TypeError``/``ValueError`` naming the first bad argument of a box glimpse call.
+
+    Returns:
+        ``(h, w)``: the output cells per box (rows, columns), as Python ints.
+    """
+    if not isinstance(images, torch.Tensor):
+        raise TypeError(f"images must be a torch.Tensor, got {type(images).__name__}")
+    if not isinstance(centres, torch.Tensor):
+        raise TypeError(f"centres must be a torch.Tensor, got {type(centres).__name__}")
+    if not isinstance(sides, torch.Tensor):
+        raise TypeError(f"sides must be a torch.Tensor, got {type(sides).__name__}")
+    if images.dim() != 4:
+        raise ValueError(f"images must have shape (B, C, H, W), got {tuple(images.shape)}")
+    if images.dtype not in IMAGE_DTYPES:
+        raise TypeError(f"images must be float32, float64, float16 or bfloat16, got {images.dtype}")
+    if centres.dim() != 3 or centres.shape[2] != 2:
+        raise ValueError(f"centres must have shape (B, K, 2), got {tuple(centres.shape)}")
+    if not centres.is_floating_point():
+        raise TypeError(f"centres must have a floating dtype, got {centres.dtype}")
+    if not (sides.dim() == 2 or (sides.dim() == 3 and sides.shape[2] == 2)):
+        raise ValueError(f"sides must have shape (B, K) or (B, K, 2), got {tuple(sides.shape)}")
+    if not sides.is_floating_point():
+        raise TypeError(f"sides must have a floating dtype, got {sides.dtype}")
+    if centres.shape[0] != images.shape[0] or sides.shape[0] != images.shape[0]:
+        raise ValueError(
+            "images, centres and sides must have the same batch size, "
+            f"got {images.shape[0]}, {centres.shape[0]} and {sides.shape[0]}"
+        )
+    if sides.shape[1] != centres.shape[1]:
+        raise ValueError(
+            f"centres and sides must have the same number of boxes K, got {centres.shape[1]} and {sides.shape[1]}"
+        )
+    if centres.device != images.device:
+        raise ValueError(f"images and centres must be on the same device, got {images.device} and {centres.device}")
+    if sides.device != images.device:
+        raise ValueError(f"images and sides must be on the same device, got {images.device} and {sides.device}")
+    if images.shape[1] < 1 or images.shape[2] < 1 or images.shape[3] < 1:
+        raise ValueError(f"images must have C, H and W of at least 1, got {tuple(images.shape)}")
+    output = box_output_size(size)
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+    return output
+
+
+def box_output_size(size: object) -> tuple[int, int]:
+    """``(h, w)`` from a box glimpse's ``size``: an integer >= 1 (h = w) or a pair of them (rows, columns).
+
+    Raises ``ValueError`` naming ``size`` otherwise (bools, floats, strings, other lengths).
+    """
+    if _integer(size) and size >= 1:
+        return int(size), int(size)
+    pair = isinstance(size, Sequence) and not isinstance(size, (str, bytes)) and len(size) == 2
+    if pair and all(_integer(value) and value >= 1 for value in size):
+        return int(size[0]), int(size[1])
+    raise ValueError(f"size must be an integer >= 1 or a pair (h, w) of them, got {size!r}")
 
 
 def _integer(value: object) -> bool:

@@ -1,6 +1,6 @@
-// CPU kernels of gdram_ext::retina_glimpse.
+// CPU kernels of the glimpse operators (retina_glimpse and box_glimpse share them; see glimpse.h).
 //
-// Forward: one at::parallel_for over (sample, scale) pairs; each task computes its cells'
+// Forward: one at::parallel_for over (sample, box) pairs; each task computes its cells'
 // bilinear taps (offsets and weights) or area coverages once, then every channel's cells. Float
 // bilinear rows of unit x stride read each cell's two horizontal taps as one 64-bit pixel pair
 // per tap row, four (SSE) or eight (AVX2 + FMA, chosen at run time) cells per step, or as
@@ -8,9 +8,9 @@
 // one run.
 // Backward: one at::parallel_for over (sample, channel) image planes. A task is the only
 // writer of its plane of the images' gradient (which it zeroes; area mode scatters separably)
-// and of its own partial location gradient, and the partials are summed over channels in a fixed
+// and of its own partial box gradients, and the partials are summed over channels in a fixed
 // order afterwards: the CPU backward is deterministic, with no atomics.
-#include "../retina_glimpse.h"
+#include "../glimpse.h"
 
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
@@ -79,7 +79,7 @@ inline acc_t bilinear_cell(const scalar_t* plane, const AxisTaps<acc_t>& ty, con
   return value;
 }
 
-// The horizontal taps of one float scale as pixel pairs, for SIMD rows of unit x stride: cell k
+// The horizontal taps of one float box as pixel pairs, for SIMD rows of unit x stride: cell k
 // reads the two adjacent pixels [offset[k], offset[k] + 1] of a row (offset clamped to [0, W - 2],
 // so width >= 2), weighted by left[k] and right[k]; mask[2k], mask[2k + 1] keep the pixels that are
 // taps inside the image (a tap outside reads zero, whatever the clamped pixel holds). Padded with
@@ -468,7 +468,7 @@ inline void bilinear_row(
   bilinear_cells(sample, in.c, channels, ty, taps_x, 0, static_cast<int64_t>(taps_x.size()), out, cells);
 }
 
-// The cells of one scale along one axis, for area mode: cell k covers pixels
+// The cells of one box along one axis, for area mode: cell k covers pixels
 // [first[k], first[k] + count[k]) with the coverages coverage[offset[k] ...], each a fraction
 // of the cell's side (so that the products of both axes' coverages average the image).
 template <typename acc_t>
@@ -507,14 +507,24 @@ struct AreaAxis {
   }
 };
 
+// rows[x - lo] += weight * row[x] for x in [lo, hi): the contiguous case apart, so that it vectorises.
+template <typename scalar_t, typename acc_t>
+inline void add_scaled_row(acc_t* rows, const scalar_t* row, int64_t stride_w, int64_t lo, int64_t hi, acc_t weight) {
+  if (stride_w == 1) {
+    const scalar_t* src = row + lo;
+    for (int64_t x = 0; x < hi - lo; ++x) rows[x] += weight * acc_t(src[x]);
+    return;
+  }
+  for (int64_t x = lo; x < hi; ++x) rows[x - lo] += weight * acc_t(row[x * stride_w]);
+}
+
 template <typename scalar_t>
-void forward_kernel(const at::Tensor& images, const at::Tensor& locations, at::Tensor& output, const Glimpse& glimpse) {
+void forward_kernel(const at::Tensor& images, const Boxes& boxes, at::Tensor& output) {
   using acc_t = at::opmath_type<scalar_t>;
   const int64_t batch = images.size(0), channels = images.size(1), height = images.size(2), width = images.size(3);
-  const int64_t size = glimpse.size, scales = glimpse.num_scales, cells = size * size;
+  const int64_t rows = boxes.rows, cols = boxes.cols, count = boxes.count, cells = rows * cols;
   const Strides4 in(images);
   const scalar_t* image_data = images.const_data_ptr<scalar_t>();
-  const double* loc = locations.const_data_ptr<double>();
   scalar_t* out_data = output.mutable_data_ptr<scalar_t>();
   const int64_t grain = std::max<int64_t>(1, 16384 / (channels * cells));
   // Float images whose rows are unit-stride (not channels_last) take the pixel-pair SIMD rows.
@@ -523,28 +533,30 @@ void forward_kernel(const at::Tensor& images, const at::Tensor& locations, at::T
   const scalar_t* image_end =
       image_data + 1 + (batch - 1) * in.b + (channels - 1) * in.c + (height - 1) * in.h + (width - 1) * in.w;
 
-  at::parallel_for(0, batch * scales, grain, [&](int64_t begin, int64_t end) {
+  at::parallel_for(0, batch * count, grain, [&](int64_t begin, int64_t end) {
     std::vector<Taps> taps_x, taps_y;
     std::vector<AxisTaps<acc_t>> axis_taps_x, axis_taps_y;
     PairTaps pair_taps;
     AreaAxis<acc_t> axis_x, axis_y;
-    std::vector<acc_t> rows;
+    std::vector<acc_t> sums;
     for (int64_t task = begin; task < end; ++task) {
-      const int64_t b = task / scales, s = task % scales;
-      const double side = glimpse.side(s), cell = side / static_cast<double>(size);
-      const double start_x = glimpse_start(loc[2 * b], width, side);
-      const double start_y = glimpse_start(loc[2 * b + 1], height, side);
-      scalar_t* out_scale = out_data + (b * scales + s) * channels * cells;
+      const int64_t b = task / count, k = task % count;
+      const BoxFrame f = boxes.frame(b, k, height, width);
+      scalar_t* out_box = out_data + task * channels * cells;
       const scalar_t* sample = image_data + b * in.b;
-      if (!glimpse.area) {
-        build_taps(taps_x, start_x, cell, size, width);
-        build_taps(taps_y, start_y, cell, size, height);
+      if (!f.valid) {
+        std::fill(out_box, out_box + channels * cells, scalar_t(0));
+        continue;
+      }
+      if (!boxes.area) {
+        build_taps(taps_x, f.left, f.cell_w, cols, width);
+        build_taps(taps_y, f.top, f.cell_h, rows, height);
 #if defined(__SSE2__)
         if constexpr (std::is_same_v<scalar_t, float>) {
           if (pair_rows) {
             pair_taps.build(taps_x, width);
-            for (int64_t r = 0; r < size; ++r) {
-              bilinear_row_float(sample, in, channels, taps_y[r], pair_taps, size, out_scale + r * size, cells);
+            for (int64_t r = 0; r < rows; ++r) {
+              bilinear_row_float(sample, in, channels, taps_y[r], pair_taps, cols, out_box + r * cols, cells);
             }
             continue;
           }
@@ -552,32 +564,31 @@ void forward_kernel(const at::Tensor& images, const at::Tensor& locations, at::T
 #endif
         build_axis_taps(axis_taps_x, taps_x, in.w);
         build_axis_taps(axis_taps_y, taps_y, in.h);
-        for (int64_t r = 0; r < size; ++r) {
-          bilinear_row(sample, image_end, in, channels, axis_taps_y[r], axis_taps_x, out_scale + r * size, cells);
+        for (int64_t r = 0; r < rows; ++r) {
+          bilinear_row(sample, image_end, in, channels, axis_taps_y[r], axis_taps_x, out_box + r * cols, cells);
         }
       } else {
         // Separable: first the coverage-weighted sum of each cell row's image rows, then
         // each cell's coverage-weighted sum along that.
-        axis_x.build(start_x, cell, size, width);
-        axis_y.build(start_y, cell, size, height);
+        axis_x.build(f.left, f.cell_w, cols, width);
+        axis_y.build(f.top, f.cell_h, rows, height);
         const int64_t lo = axis_x.lo(), hi = axis_x.hi();
-        rows.resize(std::max<int64_t>(hi - lo, 1));
+        sums.resize(std::max<int64_t>(hi - lo, 1));
         for (int64_t ch = 0; ch < channels; ++ch) {
           const scalar_t* plane = sample + ch * in.c;
-          scalar_t* out_plane = out_scale + ch * cells;
-          for (int64_t r = 0; r < size; ++r) {
-            std::fill(rows.begin(), rows.end(), acc_t(0));
+          scalar_t* out_plane = out_box + ch * cells;
+          for (int64_t r = 0; r < rows; ++r) {
+            std::fill(sums.begin(), sums.end(), acc_t(0));
             for (int64_t j = 0; j < axis_y.count[r]; ++j) {
               const acc_t wy = axis_y.coverage[axis_y.offset[r] + j];
-              const scalar_t* row = plane + (axis_y.first[r] + j) * in.h;
-              for (int64_t x = lo; x < hi; ++x) rows[x - lo] += wy * acc_t(row[x * in.w]);
+              add_scaled_row(sums.data(), plane + (axis_y.first[r] + j) * in.h, in.w, lo, hi, wy);
             }
-            for (int64_t c = 0; c < size; ++c) {
+            for (int64_t c = 0; c < cols; ++c) {
               const acc_t* wx = axis_x.coverage.data() + axis_x.offset[c];
-              const acc_t* values = rows.data() + (axis_x.first[c] - lo);
+              const acc_t* values = sums.data() + (axis_x.first[c] - lo);
               acc_t value = 0;
               for (int64_t i = 0; i < axis_x.count[c]; ++i) value += wx[i] * values[i];
-              out_plane[r * size + c] = static_cast<scalar_t>(value);
+              out_plane[r * cols + c] = static_cast<scalar_t>(value);
             }
           }
         }
@@ -586,23 +597,10 @@ void forward_kernel(const at::Tensor& images, const at::Tensor& locations, at::T
   });
 }
 
-at::Tensor retina_glimpse_cpu(
-    const at::Tensor& images,
-    const at::Tensor& locations,
-    int64_t size,
-    int64_t num_scales,
-    double scale_factor,
-    std::string_view mode,
-    double base_size) {
-  const Glimpse glimpse = check_arguments(images, locations, size, num_scales, scale_factor, mode, base_size);
-  TORCH_CHECK(images.device().is_cpu(), "retina_glimpse (CPU kernel): images must be on the CPU");
-  at::Tensor output = at::empty({images.size(0), num_scales * images.size(1), size, size}, images.options());
-  if (output.numel() == 0) return output;
-  const at::Tensor loc = locations.to(at::kDouble).contiguous();
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, images.scalar_type(), "retina_glimpse_cpu", [&] {
-    forward_kernel<scalar_t>(images, loc, output, glimpse);
+void forward_cpu(const at::Tensor& images, const Boxes& boxes, at::Tensor& output) {
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, images.scalar_type(), "glimpse_forward_cpu", [&] {
+    forward_kernel<scalar_t>(images, boxes, output);
   });
-  return output;
 }
 
 template <typename acc_t>
@@ -611,15 +609,26 @@ struct PlainAdd {
   void operator()(int64_t index, acc_t value) const { plane[index] += value; }
 };
 
-// Area backward of one scale of one image plane, separably (the cell means are sums of
-// coverage_y(y) * coverage_x(x) * pixel / cell over the cells' rectangles):
+// What one (image plane, box) adds to its box's gradient: d loss / d (centre x, y in pixels, width,
+// height in pixels), accumulated in the accumulation type.
+template <typename acc_t>
+struct BoxSlopes {
+  acc_t x = 0, y = 0, w = 0, h = 0;
+};
+
+// Area backward of one box of one image plane, separably (the cell means are sums of
+// coverage_y(y) * coverage_x(x) * pixel over the cells' rectangles, coverages divided by the cell's side):
 //   rows[r][x] = sum_c grad[r][c] * coverage_x[c](x)           (d loss / d "row r's x profile")
 //   grad_image[y][x] += sum_r coverage_y[r](y) * rows[r][x]
-//   d_y = sum_r sum_x rows[r][x] * (pixel[bottom_r][x] - pixel[top_r][x]) / cell
-//   d_x = sum_c sum_y cols[c][y] * (pixel[y][right_c] - pixel[y][left_c]) / cell,
+//   d_y = sum_r sum_x rows[r][x] * (pixel[bottom_r][x] - pixel[top_r][x]) / cell_h
+//   d_x = sum_c sum_y cols[c][y] * (pixel[y][right_c] - pixel[y][left_c]) / cell_w,
 //         cols[c][y] = sum_r grad[r][c] * coverage_y[r](y)
 // where top_r / bottom_r (left_c / right_c) are the pixels at the edges of cell row r (column c),
-// as in area_slopes. Cost: about the footprint's pixel count once, instead of once per cell.
+// as in area_edges. With the sides' gradient, each edge moves by edge_per_side of its index, and the
+// cells' 1 / side normalisation contributes - sum(grad * value) / side:
+//   d_h = sum_r sum_x rows[r][x] * (pixel[bottom_r][x] * e(r + 1) - pixel[top_r][x] * e(r)) / cell_h - dot / side_h
+//   dot = sum_r sum_y coverage_y[r](y) sum_x rows[r][x] * pixel[y][x]
+// and likewise d_w. Cost: about the footprint's pixel count a few times, instead of once per cell.
 template <typename scalar_t, typename acc_t>
 struct AreaBackward {
   AreaAxis<acc_t> axis_x, axis_y;
@@ -629,79 +638,93 @@ struct AreaBackward {
       const scalar_t* plane,
       const Strides4& in,
       const scalar_t* grad,
-      double start_x,
-      double start_y,
-      double cell,
-      int64_t size,
+      const BoxFrame& f,
+      int64_t n_rows,
+      int64_t n_cols,
       int64_t height,
       int64_t width,
       acc_t* grad_plane,
       bool slopes,
-      acc_t& d_x,
-      acc_t& d_y) {
-    axis_x.build(start_x, cell, size, width);
-    axis_y.build(start_y, cell, size, height);
+      bool side_slopes,
+      BoxSlopes<acc_t>& out) {
+    axis_x.build(f.left, f.cell_w, n_cols, width);
+    axis_y.build(f.top, f.cell_h, n_rows, height);
     const int64_t lo_x = axis_x.lo(), span_x = axis_x.hi() - lo_x;
     const int64_t lo_y = axis_y.lo(), span_y = axis_y.hi() - lo_y;
     if (span_x <= 0 || span_y <= 0) return;
-    rows.assign(size * span_x, acc_t(0));
-    for (int64_t r = 0; r < size; ++r) {
+    rows.assign(n_rows * span_x, acc_t(0));
+    for (int64_t r = 0; r < n_rows; ++r) {
       acc_t* row = rows.data() + r * span_x - lo_x;
-      for (int64_t c = 0; c < size; ++c) {
-        const acc_t g = static_cast<acc_t>(grad[r * size + c]);
+      for (int64_t c = 0; c < n_cols; ++c) {
+        const acc_t g = static_cast<acc_t>(grad[r * n_cols + c]);
         const acc_t* wx = axis_x.coverage.data() + axis_x.offset[c];
         for (int64_t i = 0; i < axis_x.count[c]; ++i) row[axis_x.first[c] + i] += g * wx[i];
       }
     }
     if (grad_plane) {
-      for (int64_t r = 0; r < size; ++r) {
+      for (int64_t r = 0; r < n_rows; ++r) {
         const acc_t* row = rows.data() + r * span_x;
         for (int64_t j = 0; j < axis_y.count[r]; ++j) {
           const acc_t wy = axis_y.coverage[axis_y.offset[r] + j];
-          acc_t* out = grad_plane + (axis_y.first[r] + j) * width + lo_x;
-          for (int64_t x = 0; x < span_x; ++x) out[x] += wy * row[x];
+          acc_t* dst = grad_plane + (axis_y.first[r] + j) * width + lo_x;
+          for (int64_t x = 0; x < span_x; ++x) dst[x] += wy * row[x];
         }
       }
     }
     if (!slopes) return;
-    const acc_t inv_cell = acc_t(1.0 / cell);
-    acc_t sum_y = 0;
-    for (int64_t r = 0; r < size; ++r) {
-      const double top_edge = start_y + static_cast<double>(r) * cell;
-      const int64_t top = pixel_at(top_edge, height), bottom = pixel_at(top_edge + cell, height);
-      const acc_t* row = rows.data() + r * span_x;
-      acc_t sum = 0;
-      for (int64_t x = 0; x < span_x; ++x) {
-        const acc_t below = pixel<acc_t>(plane, in.h, in.w, bottom, lo_x + x, bottom >= 0);
-        const acc_t above = pixel<acc_t>(plane, in.h, in.w, top, lo_x + x, top >= 0);
-        sum += row[x] * (below - above);
+    acc_t dot = 0;
+    if (side_slopes) {
+      for (int64_t r = 0; r < n_rows; ++r) {
+        const acc_t* row = rows.data() + r * span_x;
+        for (int64_t j = 0; j < axis_y.count[r]; ++j) {
+          const int64_t y = axis_y.first[r] + j;
+          acc_t sum = 0;
+          for (int64_t x = 0; x < span_x; ++x) sum += row[x] * pixel<acc_t>(plane, in.h, in.w, y, lo_x + x, true);
+          dot += axis_y.coverage[axis_y.offset[r] + j] * sum;
+        }
       }
-      sum_y += sum;
     }
-    cols.assign(size * span_y, acc_t(0));
-    for (int64_t r = 0; r < size; ++r) {
+    acc_t sum_y = 0, side_y = 0;
+    for (int64_t r = 0; r < n_rows; ++r) {
+      const double top_edge = f.top + static_cast<double>(r) * f.cell_h;
+      const int64_t top = pixel_at(top_edge, height), bottom = pixel_at(top_edge + f.cell_h, height);
+      const acc_t* row = rows.data() + r * span_x;
+      acc_t below_sum = 0, above_sum = 0;
+      for (int64_t x = 0; x < span_x; ++x) {
+        below_sum += row[x] * pixel<acc_t>(plane, in.h, in.w, bottom, lo_x + x, bottom >= 0);
+        above_sum += row[x] * pixel<acc_t>(plane, in.h, in.w, top, lo_x + x, top >= 0);
+      }
+      sum_y += below_sum - above_sum;
+      side_y += below_sum * acc_t(edge_per_side(r + 1, n_rows)) - above_sum * acc_t(edge_per_side(r, n_rows));
+    }
+    cols.assign(n_cols * span_y, acc_t(0));
+    for (int64_t r = 0; r < n_rows; ++r) {
       const acc_t* wy = axis_y.coverage.data() + axis_y.offset[r];
-      for (int64_t c = 0; c < size; ++c) {
-        const acc_t g = static_cast<acc_t>(grad[r * size + c]);
+      for (int64_t c = 0; c < n_cols; ++c) {
+        const acc_t g = static_cast<acc_t>(grad[r * n_cols + c]);
         acc_t* col = cols.data() + c * span_y + (axis_y.first[r] - lo_y);
         for (int64_t j = 0; j < axis_y.count[r]; ++j) col[j] += g * wy[j];
       }
     }
-    acc_t sum_x = 0;
-    for (int64_t c = 0; c < size; ++c) {
-      const double left_edge = start_x + static_cast<double>(c) * cell;
-      const int64_t left = pixel_at(left_edge, width), right = pixel_at(left_edge + cell, width);
+    acc_t sum_x = 0, side_x = 0;
+    for (int64_t c = 0; c < n_cols; ++c) {
+      const double left_edge = f.left + static_cast<double>(c) * f.cell_w;
+      const int64_t left = pixel_at(left_edge, width), right = pixel_at(left_edge + f.cell_w, width);
       const acc_t* col = cols.data() + c * span_y;
-      acc_t sum = 0;
+      acc_t after_sum = 0, before_sum = 0;
       for (int64_t y = 0; y < span_y; ++y) {
-        const acc_t after = pixel<acc_t>(plane, in.h, in.w, lo_y + y, right, right >= 0);
-        const acc_t before = pixel<acc_t>(plane, in.h, in.w, lo_y + y, left, left >= 0);
-        sum += col[y] * (after - before);
+        after_sum += col[y] * pixel<acc_t>(plane, in.h, in.w, lo_y + y, right, right >= 0);
+        before_sum += col[y] * pixel<acc_t>(plane, in.h, in.w, lo_y + y, left, left >= 0);
       }
-      sum_x += sum;
+      sum_x += after_sum - before_sum;
+      side_x += after_sum * acc_t(edge_per_side(c + 1, n_cols)) - before_sum * acc_t(edge_per_side(c, n_cols));
     }
-    d_x += sum_x * inv_cell;
-    d_y += sum_y * inv_cell;
+    out.x += sum_x * acc_t(1.0 / f.cell_w);
+    out.y += sum_y * acc_t(1.0 / f.cell_h);
+    if (side_slopes) {
+      out.w += side_x * acc_t(1.0 / f.cell_w) - dot * acc_t(1.0 / (f.cell_w * static_cast<double>(n_cols)));
+      out.h += side_y * acc_t(1.0 / f.cell_h) - dot * acc_t(1.0 / (f.cell_h * static_cast<double>(n_rows)));
+    }
   }
 };
 
@@ -709,20 +732,19 @@ template <typename scalar_t>
 void backward_kernel(
     const at::Tensor& grad_output,
     const at::Tensor& images,
-    const at::Tensor& locations,
+    const Boxes& boxes,
     at::Tensor* grad_images,
     at::Tensor* grad_partial,
-    const Glimpse& glimpse) {
+    bool sides_grad) {
   using acc_t = at::opmath_type<scalar_t>;
   const int64_t channels = images.size(1), height = images.size(2), width = images.size(3);
-  const int64_t size = glimpse.size, scales = glimpse.num_scales, cells = size * size;
+  const int64_t rows = boxes.rows, cols = boxes.cols, count = boxes.count, cells = rows * cols;
   const Strides4 in(images);
   const scalar_t* image_data = images.const_data_ptr<scalar_t>();
   const scalar_t* grad_data = grad_output.const_data_ptr<scalar_t>();
-  const double* loc = locations.const_data_ptr<double>();
   acc_t* grad_image_data = grad_images ? grad_images->mutable_data_ptr<acc_t>() : nullptr;
   double* partial = grad_partial ? grad_partial->mutable_data_ptr<double>() : nullptr;
-  const int64_t grain = std::max<int64_t>(1, 4096 / (scales * cells));
+  const int64_t grain = std::max<int64_t>(1, 4096 / std::max<int64_t>(1, count * cells));
 
   at::parallel_for(0, images.size(0) * channels, grain, [&](int64_t begin, int64_t end) {
     std::vector<Taps> taps_x, taps_y;
@@ -735,38 +757,86 @@ void backward_kernel(
       acc_t* grad_plane = grad_image_data ? grad_image_data + task * height * width : nullptr;
       if (grad_plane) std::fill(grad_plane, grad_plane + height * width, acc_t(0));
       const PlainAdd<acc_t> add{grad_plane};
-      acc_t d_x = 0, d_y = 0;  // d loss / d (pixel coordinates of the glimpse centre)
-      for (int64_t s = 0; s < scales; ++s) {
-        const double side = glimpse.side(s), cell = side / static_cast<double>(size);
-        const double start_x = glimpse_start(loc[2 * b], width, side);
-        const double start_y = glimpse_start(loc[2 * b + 1], height, side);
-        const scalar_t* grad_cells = grad_data + ((b * scales + s) * channels + ch) * cells;
-        if (glimpse.area) {
+      for (int64_t k = 0; k < count; ++k) {
+        const BoxFrame f = boxes.frame(b, k, height, width);
+        if (!f.valid) continue;
+        const scalar_t* grad_cells = grad_data + ((b * count + k) * channels + ch) * cells;
+        BoxSlopes<acc_t> s;
+        if (boxes.area) {
           area_backward.run(
-              plane, in, grad_cells, start_x, start_y, cell, size, height, width, grad_plane, partial != nullptr, d_x, d_y);
-          continue;
-        }
-        build_taps(taps_x, start_x, cell, size, width);
-        build_taps(taps_y, start_y, cell, size, height);
-        for (int64_t r = 0; r < size; ++r) {
-          for (int64_t c = 0; c < size; ++c) {
-            const acc_t grad = static_cast<acc_t>(grad_cells[r * size + c]);
-            if (grad_plane) bilinear_scatter(taps_y[r], taps_x[c], grad, width, add);
-            if (partial) {
-              acc_t slope_x, slope_y;
-              bilinear_slopes<acc_t>(plane, in.h, in.w, taps_y[r], taps_x[c], slope_x, slope_y);
-              d_x += grad * slope_x;
-              d_y += grad * slope_y;
+              plane, in, grad_cells, f, rows, cols, height, width, grad_plane, partial != nullptr, sides_grad, s);
+        } else {
+          build_taps(taps_x, f.left, f.cell_w, cols, width);
+          build_taps(taps_y, f.top, f.cell_h, rows, height);
+          for (int64_t r = 0; r < rows; ++r) {
+            const acc_t along_h = acc_t(point_per_side(r, rows));
+            for (int64_t c = 0; c < cols; ++c) {
+              const acc_t grad = static_cast<acc_t>(grad_cells[r * cols + c]);
+              if (grad_plane) bilinear_scatter(taps_y[r], taps_x[c], grad, width, add);
+              if (partial) {
+                acc_t slope_x, slope_y;
+                bilinear_slopes<acc_t>(plane, in.h, in.w, taps_y[r], taps_x[c], slope_x, slope_y);
+                s.x += grad * slope_x;
+                s.y += grad * slope_y;
+                if (sides_grad) {
+                  s.w += grad * slope_x * acc_t(point_per_side(c, cols));
+                  s.h += grad * slope_y * along_h;
+                }
+              }
             }
           }
         }
-      }
-      if (partial) {
-        partial[2 * task] = static_cast<double>(d_x) * 0.5 * static_cast<double>(width);
-        partial[2 * task + 1] = static_cast<double>(d_y) * 0.5 * static_cast<double>(height);
+        if (partial) {
+          double* box = partial + (task * count + k) * 4;
+          box[0] = static_cast<double>(s.x) * 0.5 * static_cast<double>(width);
+          box[1] = static_cast<double>(s.y) * 0.5 * static_cast<double>(height);
+          box[2] = static_cast<double>(s.w);
+          box[3] = static_cast<double>(s.h);
+        }
       }
     }
   });
+}
+
+std::tuple<at::Tensor, at::Tensor> backward_cpu(
+    const at::Tensor& grad_output,
+    const at::Tensor& images,
+    const Boxes& boxes,
+    bool images_grad,
+    bool centres_grad,
+    bool sides_grad) {
+  const auto acc_type = at::toOpMathType(images.scalar_type());
+  const bool boxes_grad = centres_grad || sides_grad;
+  // Uninitialised: every task zeroes the planes it owns before scattering into them.
+  at::Tensor grad_images = images_grad ? at::empty(images.sizes(), images.options().dtype(acc_type))
+                                       : at::empty({0}, images.options());
+  at::Tensor grad_partial = boxes_grad
+      ? at::zeros({images.size(0), images.size(1), boxes.count, 4}, images.options().dtype(at::kDouble))
+      : at::empty({0}, images.options().dtype(at::kDouble));
+  if (images.numel() > 0 && boxes.count > 0 && (images_grad || boxes_grad)) {
+    const at::Tensor grad = grad_output.contiguous();
+    AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, images.scalar_type(), "glimpse_backward_cpu", [&] {
+      backward_kernel<scalar_t>(
+          grad, images, boxes, images_grad ? &grad_images : nullptr, boxes_grad ? &grad_partial : nullptr, sides_grad);
+    });
+  } else if (images_grad) {
+    grad_images.zero_();
+  }
+  return {
+      images_grad ? grad_images.to(images.scalar_type()) : grad_images,
+      boxes_grad ? grad_partial.sum(1) : grad_partial};
+}
+
+at::Tensor retina_glimpse_cpu(
+    const at::Tensor& images,
+    const at::Tensor& locations,
+    int64_t size,
+    int64_t num_scales,
+    double scale_factor,
+    std::string_view mode,
+    double base_size) {
+  return retina_glimpse_forward(
+      &forward_cpu, c10::DeviceType::CPU, images, locations, size, num_scales, scale_factor, mode, base_size);
 }
 
 std::tuple<at::Tensor, at::Tensor> retina_glimpse_backward_cpu(
@@ -780,25 +850,52 @@ std::tuple<at::Tensor, at::Tensor> retina_glimpse_backward_cpu(
     double base_size,
     bool images_grad,
     bool locations_grad) {
-  const Glimpse glimpse =
-      check_backward_arguments(grad_output, images, locations, size, num_scales, scale_factor, mode, base_size);
-  TORCH_CHECK(images.device().is_cpu(), "retina_glimpse_backward (CPU kernel): images must be on the CPU");
-  const auto acc_type = at::toOpMathType(images.scalar_type());
-  // Uninitialised: every task zeroes the planes it owns before scattering into them.
-  at::Tensor grad_images = images_grad ? at::empty(images.sizes(), images.options().dtype(acc_type))
-                                       : at::empty({0}, images.options());
-  at::Tensor grad_partial = locations_grad ? at::zeros({images.size(0), images.size(1), 2}, locations.options().dtype(at::kDouble))
-                                           : at::empty({0}, locations.options());
-  if (images.numel() > 0 && (images_grad || locations_grad)) {
-    const at::Tensor grad = grad_output.contiguous();
-    const at::Tensor loc = locations.to(at::kDouble).contiguous();
-    AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, images.scalar_type(), "retina_glimpse_backward_cpu", [&] {
-      backward_kernel<scalar_t>(
-          grad, images, loc, images_grad ? &grad_images : nullptr, locations_grad ? &grad_partial : nullptr, glimpse);
-    });
-  }
-  at::Tensor grad_locations = locations_grad ? grad_partial.sum(1).to(locations.scalar_type()) : grad_partial;
-  return {images_grad ? grad_images.to(images.scalar_type()) : grad_images, grad_locations};
+  return retina_glimpse_backward(
+      &backward_cpu,
+      c10::DeviceType::CPU,
+      grad_output,
+      images,
+      locations,
+      size,
+      num_scales,
+      scale_factor,
+      mode,
+      base_size,
+      images_grad,
+      locations_grad);
+}
+
+at::Tensor box_glimpse_cpu(
+    const at::Tensor& images,
+    const at::Tensor& centres,
+    const at::Tensor& sides,
+    c10::IntArrayRef size,
+    std::string_view mode) {
+  return box_glimpse_forward(&forward_cpu, c10::DeviceType::CPU, images, centres, sides, size, mode);
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> box_glimpse_backward_cpu(
+    const at::Tensor& grad_output,
+    const at::Tensor& images,
+    const at::Tensor& centres,
+    const at::Tensor& sides,
+    c10::IntArrayRef size,
+    std::string_view mode,
+    bool images_grad,
+    bool centres_grad,
+    bool sides_grad) {
+  return box_glimpse_backward(
+      &backward_cpu,
+      c10::DeviceType::CPU,
+      grad_output,
+      images,
+      centres,
+      sides,
+      size,
+      mode,
+      images_grad,
+      centres_grad,
+      sides_grad);
 }
 
 }  // namespace
@@ -806,6 +903,8 @@ std::tuple<at::Tensor, at::Tensor> retina_glimpse_backward_cpu(
 TORCH_LIBRARY_IMPL(gdram_ext, CPU, m) {
   m.impl("retina_glimpse", &retina_glimpse_cpu);
   m.impl("retina_glimpse_backward", &retina_glimpse_backward_cpu);
+  m.impl("box_glimpse", &box_glimpse_cpu);
+  m.impl("box_glimpse_backward", &box_glimpse_backward_cpu);
 }
 
 }  // namespace gdram_ext

@@ -1,0 +1,133 @@
+// gdram_ext::box_glimpse on any device's kernels: the argument checks that every kernel runs first,
+// the boxes in double, and the boxes' gradients mapped back to the centres and sides.
+#include "glimpse.h"
+
+#include <ATen/ops/empty.h>
+
+#include <vector>
+
+namespace gdram_ext {
+namespace {
+
+// The output cells per box, (rows, cols), after the checks of every argument.
+std::pair<int64_t, int64_t> check_arguments(
+    const at::Tensor& images,
+    const at::Tensor& centres,
+    const at::Tensor& sides,
+    c10::IntArrayRef size,
+    std::string_view mode) {
+  TORCH_CHECK(images.dim() == 4, "box_glimpse: images must have shape (B, C, H, W), got ", images.sizes());
+  const auto dtype = images.scalar_type();
+  TORCH_CHECK(
+      dtype == at::kFloat || dtype == at::kDouble || dtype == at::kHalf || dtype == at::kBFloat16,
+      "box_glimpse: images must be float32, float64, float16 or bfloat16, got ",
+      dtype);
+  TORCH_CHECK(
+      images.size(1) >= 1 && images.size(2) >= 1 && images.size(3) >= 1,
+      "box_glimpse: images must have C, H and W of at least 1, got ",
+      images.sizes());
+  TORCH_CHECK(
+      centres.dim() == 3 && centres.size(2) == 2, "box_glimpse: centres must have shape (B, K, 2), got ", centres.sizes());
+  TORCH_CHECK(
+      at::isFloatingType(centres.scalar_type()), "box_glimpse: centres must have a floating dtype, got ", centres.scalar_type());
+  TORCH_CHECK(
+      (sides.dim() == 2) || (sides.dim() == 3 && sides.size(2) == 2),
+      "box_glimpse: sides must have shape (B, K) or (B, K, 2), got ",
+      sides.sizes());
+  TORCH_CHECK(
+      at::isFloatingType(sides.scalar_type()), "box_glimpse: sides must have a floating dtype, got ", sides.scalar_type());
+  TORCH_CHECK(
+      centres.size(0) == images.size(0) && sides.size(0) == images.size(0),
+      "box_glimpse: images, centres and sides must have the same batch size, got ",
+      images.size(0), ", ", centres.size(0), " and ", sides.size(0));
+  TORCH_CHECK(
+      sides.size(1) == centres.size(1),
+      "box_glimpse: centres and sides must have the same number of boxes K, got ",
+      centres.size(1), " and ", sides.size(1));
+  TORCH_CHECK(
+      centres.device() == images.device() && sides.device() == images.device(),
+      "box_glimpse: images, centres and sides must be on the same device, got ",
+      images.device(), ", ", centres.device(), " and ", sides.device());
+  TORCH_CHECK(size.size() == 2, "box_glimpse: size must be (rows, cols), got ", size);
+  TORCH_CHECK(size[0] >= 1 && size[1] >= 1, "box_glimpse: size must be >= 1 on both axes, got ", size);
+  TORCH_CHECK(mode == "bilinear" || mode == "area", "box_glimpse: mode must be 'bilinear' or 'area', got '", mode, "'");
+  return {size[0], size[1]};
+}
+
+// The calls' tensors in double, contiguous, sides as (B, K, 2), and the Boxes that read them.
+struct BoxInputs {
+  at::Tensor centres, sides;
+  Boxes boxes;
+
+  BoxInputs(const at::Tensor& centres_in, const at::Tensor& sides_in, int64_t rows, int64_t cols, std::string_view mode)
+      : centres(centres_in.to(at::kDouble).contiguous()),
+        sides((sides_in.dim() == 2 ? sides_in.unsqueeze(-1).expand({sides_in.size(0), sides_in.size(1), 2}) : sides_in)
+                  .to(at::kDouble)
+                  .contiguous()),
+        boxes{centres.const_data_ptr<double>(),
+              2 * centres_in.size(1),
+              2,
+              sides.const_data_ptr<double>(),
+              0.0,
+              0.0,
+              centres_in.size(1),
+              rows,
+              cols,
+              mode == "area"} {}
+};
+
+}  // namespace
+
+at::Tensor box_glimpse_forward(
+    ForwardKernel kernel,
+    c10::DeviceType device,
+    const at::Tensor& images,
+    const at::Tensor& centres,
+    const at::Tensor& sides,
+    c10::IntArrayRef size,
+    std::string_view mode) {
+  const auto [rows, cols] = check_arguments(images, centres, sides, size, mode);
+  check_device(images, device, "box_glimpse");
+  at::Tensor output = at::empty({images.size(0), centres.size(1), images.size(1), rows, cols}, images.options());
+  if (output.numel() == 0) return output;
+  const BoxInputs inputs(centres, sides, rows, cols, mode);
+  kernel(images, inputs.boxes, output);
+  return output;
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> box_glimpse_backward(
+    BackwardKernel kernel,
+    c10::DeviceType device,
+    const at::Tensor& grad_output,
+    const at::Tensor& images,
+    const at::Tensor& centres,
+    const at::Tensor& sides,
+    c10::IntArrayRef size,
+    std::string_view mode,
+    bool images_grad,
+    bool centres_grad,
+    bool sides_grad) {
+  const auto [rows, cols] = check_arguments(images, centres, sides, size, mode);
+  check_device(images, device, "box_glimpse_backward");
+  const std::vector<int64_t> expected{images.size(0), centres.size(1), images.size(1), rows, cols};
+  TORCH_CHECK(
+      grad_output.sizes() == c10::IntArrayRef(expected),
+      "box_glimpse_backward: grad_output must have shape ",
+      c10::IntArrayRef(expected),
+      ", got ",
+      grad_output.sizes());
+  TORCH_CHECK(
+      grad_output.device() == images.device(), "box_glimpse_backward: grad_output must be on the images' device");
+  const BoxInputs inputs(centres, sides, rows, cols, mode);
+  auto [grad_images, grad_boxes] = kernel(grad_output, images, inputs.boxes, images_grad, centres_grad, sides_grad);
+  at::Tensor grad_centres = centres_grad ? grad_boxes.narrow(2, 0, 2).to(centres.scalar_type()).contiguous()
+                                         : at::empty({0}, centres.options());
+  at::Tensor grad_sides = at::empty({0}, sides.options());
+  if (sides_grad) {
+    const at::Tensor per_axis = grad_boxes.narrow(2, 2, 2);
+    grad_sides = (sides.dim() == 2 ? per_axis.sum(2) : per_axis).to(sides.scalar_type()).contiguous();
+  }
+  return {grad_images, grad_centres, grad_sides};
+}
+
+}  // namespace gdram_ext
