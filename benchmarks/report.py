@@ -8,7 +8,9 @@
 The suite's pytest-benchmark JSON is saved (``--json``, default ``benchmarks/results-<host>.json``)
 with the load average before and after the run; the table goes to stdout and to ``--output``
 (default ``benchmarks/results-<host>.md``). A ratio above 1 means the fused op is that many times
-faster than the peer on the same case and device, both measured in the same run.
+faster than the peer on the same case and device, both measured in the same run. The retina's tables
+come first; the box op's (``benchmarks/test_bench_boxes.py``: its targets over TNet's grid, forward,
+forward + backward and memory) follow under "Box glimpse benchmarks".
 
 The report refuses to run the suite, or to render a run, unless ``gdram_ext`` ran its compiled
 kernels (``gdram_ext.backend().name == "compiled"``); the backend, its kernels and the commit of the
@@ -24,10 +26,12 @@ import platform
 import shlex
 import subprocess
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
 
+from benchmarks import box_cases
 from benchmarks.cases import CHANNELS_LAST, CONTIGUOUS, FUSED, FUSED_COMPILED, headline
 from benchmarks.harness import FULL_ENV, THREADS_ENV, backend_info, require_compiled
 
@@ -194,12 +198,19 @@ def ratios(groups: dict[str, dict[str, dict]], group: str, peer: str) -> float |
     return entries[peer]["time"] / entries[FUSED]["time"]
 
 
-def section(groups: dict[str, dict[str, dict]], kind: str, title: str, stat: str) -> list[str]:
+def section(
+    groups: dict[str, dict[str, dict]],
+    kind: str,
+    title: str,
+    stat: str,
+    columns: tuple[tuple[str, str], ...] = PEER_COLUMNS,
+    sort_key: Callable[[tuple[str, dict[str, dict]]], tuple] = _sort_key,
+) -> list[str]:
     """The markdown table of one kind of benchmark: one row per group, one ratio column per peer."""
-    rows = sorted(((g, e) for g, e in groups.items() if next(iter(e.values()))["info"]["kind"] == kind), key=_sort_key)
+    rows = sorted(((g, e) for g, e in groups.items() if next(iter(e.values()))["info"]["kind"] == kind), key=sort_key)
     if not rows:
         return []
-    present = [(name, label) for name, label in PEER_COLUMNS if any(name in entries for _, entries in rows)]
+    present = [(name, label) for name, label in columns if any(name in entries for _, entries in rows)]
     lines = [f"### {title}", "", f"| case | fused ({stat}) | " + " | ".join(label for _, label in present) + " |"]
     lines.append("|---|---:|" + "---:|" * len(present))
     for group, entries in rows:
@@ -250,26 +261,38 @@ def growth_section(groups: dict[str, dict[str, dict]], title: str, fixed: dict[s
     return lines
 
 
-def memory_section(groups: dict[str, dict[str, dict]]) -> list[str]:
-    """Memory of forward+backward per group: the fused op's, and each peer's as a ratio to it."""
+def _is_box(entries: dict[str, dict]) -> bool:
+    """Whether a group times the box op (its kinds are ``box-fwd`` and ``box-fwdbwd``)."""
+    return str(next(iter(entries.values()))["info"].get("kind", "")).startswith("box-")
+
+
+def memory_section(
+    groups: dict[str, dict[str, dict]],
+    columns: tuple[tuple[str, str], ...] = PEER_COLUMNS,
+    box: bool = False,
+    sort_key: Callable[[tuple[str, dict[str, dict]]], tuple] = _sort_key,
+) -> list[str]:
+    """Memory of forward+backward per group of the retina op (``box``: of the box op): the fused op's,
+    and each peer's as a ratio to it."""
     rows = sorted(
-        ((g, e) for g, e in groups.items() if FUSED in e and "memory_bytes" in e[FUSED]["info"]), key=_sort_key
+        ((g, e) for g, e in groups.items() if FUSED in e and "memory_bytes" in e[FUSED]["info"] and _is_box(e) == box),
+        key=sort_key,
     )
     if not rows:
         return []
     lines = [
-        "### Memory of forward + backward (peer / fused)",
+        f"### {'Box glimpse: memory' if box else 'Memory'} of forward + backward (peer / fused)",
         "",
         "CPU: bytes a forward keeps for its backward (output + saved tensors, inputs excluded); "
         "CUDA: peak allocated above the inputs.",
         "",
-        "| case | fused | " + " | ".join(label for _, label in PEER_COLUMNS) + " |",
-        "|---|---:|" + "---:|" * len(PEER_COLUMNS),
+        "| case | fused | " + " | ".join(label for _, label in columns) + " |",
+        "|---|---:|" + "---:|" * len(columns),
     ]
     for group, entries in rows:
         fused = entries[FUSED]["info"]["memory_bytes"]
         cells = []
-        for name, _ in PEER_COLUMNS:
+        for name, _ in columns:
             peer = entries.get(name, {}).get("info", {}).get("memory_bytes")
             cells.append("-" if peer is None or fused == 0 else f"{peer / 2**20:.1f} MiB ({_ratio(peer / fused)})")
         lines.append(f"| {group} | {fused / 2**20:.1f} MiB | " + " | ".join(cells) + " |")
@@ -342,6 +365,118 @@ def per_sample_section(groups: dict[str, dict[str, dict]]) -> list[str]:
     return [*lines, ""]
 
 
+BOX_PEER_COLUMNS = (
+    ("roi_align", "roi_align"),
+    ("tnet_unfold", "TNet: unfold, gather, interpolate"),
+    ("crop_loop", "crop + interpolate loop"),
+    ("affine_grid_sample", "affine_grid + grid_sample"),
+    ("coverage_einsum", "coverage einsum (area)"),
+    (FUSED_COMPILED, "fused, torch.compile"),
+)
+BOX_SECTIONS = (("box-fwd", "Box glimpse: forward"), ("box-fwdbwd", "Box glimpse: forward + backward"))
+_GRID_SAMPLE = "affine_grid_sample"
+
+
+@dataclass(frozen=True)
+class BoxTarget:
+    """An issue target of the box op, on every case of TNet's grid (:func:`benchmarks.box_cases.tnet_cases`)
+    on the CPU: the fused op is ``threshold`` times faster than ``peer`` or more (``strict``: more than
+    ``threshold``); with ``peer`` None, the fused op's time is at most ``threshold`` times its time on
+    the same case in ``baseline_mode``."""
+
+    label: str
+    kind: str
+    mode: str
+    peer: str | None
+    threshold: float
+    strict: bool = False
+    baseline_mode: str = "bilinear"
+
+
+BOX_TARGETS = (
+    BoxTarget("CPU bilinear forward: >= 4x roi_align", "fwd", "bilinear", "roi_align", 4),
+    BoxTarget("CPU bilinear forward: >= 3x TNet's method", "fwd", "bilinear", "tnet_unfold", 3),
+    BoxTarget("CPU area forward: <= 2x bilinear forward (fused / fused)", "fwd", "area", None, 2),
+    BoxTarget("CPU area forward: faster than the antialiased crop loop", "fwd", "area", "crop_loop", 1, strict=True),
+    BoxTarget("CPU bilinear fwd + bwd: >= 2x affine_grid + grid_sample", "fwdbwd", "bilinear", _GRID_SAMPLE, 2),
+)
+
+
+def _box_sort_key(item: tuple[str, dict[str, dict]]) -> tuple:
+    """Device, mode, placement, cell side, batch, image area, boxes, output size."""
+    info = next(iter(item[1].values()))["info"]
+    return (
+        info["device"],
+        info.get("mode", ""),
+        info.get("placement", ""),
+        info.get("side", 0),
+        info.get("batch", 0),
+        info.get("height", 0) * info.get("width", 0),
+        info.get("boxes", 0),
+        info.get("size", 0),
+    )
+
+
+def _box_target_value(groups: dict[str, dict[str, dict]], target: BoxTarget, case: box_cases.BoxCase) -> float | None:
+    """The target's ratio on one case (peer / fused, or fused / fused on the baseline mode), or None."""
+    group = case.group(target.kind, "cpu")
+    if target.peer is not None:
+        return ratios(groups, group, target.peer)
+    time = _fused_time(groups, group)
+    baseline = _fused_time(groups, replace(case, mode=target.baseline_mode).group(target.kind, "cpu"))
+    return None if time is None or baseline is None else time / baseline
+
+
+def box_targets_section(groups: dict[str, dict[str, dict]]) -> list[str]:
+    """Each box target over TNet's grid: how many cases meet it and the worst case."""
+    lines = [
+        "### Box glimpse: targets (every case of TNet's grid, cpu)",
+        "",
+        "| target | cases met | worst case | worst ratio | status |",
+        "|---|---:|---|---:|---|",
+    ]
+    for target in BOX_TARGETS:
+        values = []
+        for case in box_cases.tnet_cases(target.mode):
+            value = _box_target_value(groups, target, case)
+            if value is not None:
+                values.append((value, case.label(target.kind)))
+        if not values:
+            lines.append(f"| {target.label} | - | - | - | not measured |")
+            continue
+
+        def met(value: float, target: BoxTarget = target) -> bool:
+            if target.peer is None:
+                return value <= target.threshold
+            return value > target.threshold if target.strict else value >= target.threshold
+
+        worst = max(values) if target.peer is None else min(values)
+        count = sum(met(value) for value, _ in values)
+        total = len(box_cases.tnet_cases(target.mode))
+        status = "met" if count == total else "NOT met" if len(values) == total else "partly measured"
+        lines.append(f"| {target.label} | {count} / {len(values)} | {worst[1]} | {_ratio(worst[0])} | {status} |")
+    return [*lines, ""]
+
+
+def box_sections(groups: dict[str, dict[str, dict]], stat: str) -> list[str]:
+    """The box op's part of the report: its targets, its ratio tables and its memory."""
+    box_groups = {group: entries for group, entries in groups.items() if _is_box(entries)}
+    if not box_groups:
+        return []
+    lines = [
+        "## Box glimpse benchmarks",
+        "",
+        "- cases: 32 images of 3x512x512, K boxes per image = TNet's cells (3x3 grid of 256-px cells, 128 px apart) "
+        "unless the case says otherwise; ratio = peer time / fused time (> 1: the fused op is faster)",
+        "",
+    ]
+    lines += box_targets_section(box_groups)
+    for kind, title in BOX_SECTIONS:
+        lines += section(box_groups, kind, title, stat, columns=BOX_PEER_COLUMNS, sort_key=_box_sort_key)
+    lines += memory_section(box_groups, columns=BOX_PEER_COLUMNS, box=True, sort_key=_box_sort_key)
+    return lines
+
+
 def header(data: dict, stat: str) -> list[str]:
     """Machine, software, threads, GPU and load of the run."""
     machine = data["machine_info"]
@@ -391,6 +526,7 @@ def render(data: dict, stat: str = "min") -> str:
     for title, fixed in GROWTH_AXES:
         lines += growth_section(groups, title, fixed)
     lines += memory_section(groups)
+    lines += box_sections(groups, stat)
     return "\n".join(lines)
 
 
