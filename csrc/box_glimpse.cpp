@@ -1,5 +1,5 @@
 // gdram_ext::box_glimpse on any device's kernels: the argument checks that every kernel runs first,
-// the boxes in double, and the boxes' gradients mapped back to the centres and sides.
+// the boxes read in place, and the boxes' gradients mapped back to the centres and sides.
 #include "glimpse.h"
 
 #include <ATen/ops/empty.h>
@@ -54,27 +54,14 @@ std::pair<int64_t, int64_t> check_arguments(
   return {size[0], size[1]};
 }
 
-// The calls' tensors in double, contiguous, sides as (B, K, 2), and the Boxes that read them.
-struct BoxInputs {
-  at::Tensor centres, sides;
-  Boxes boxes;
-
-  BoxInputs(const at::Tensor& centres_in, const at::Tensor& sides_in, int64_t rows, int64_t cols, std::string_view mode)
-      : centres(centres_in.to(at::kDouble).contiguous()),
-        sides((sides_in.dim() == 2 ? sides_in.unsqueeze(-1).expand({sides_in.size(0), sides_in.size(1), 2}) : sides_in)
-                  .to(at::kDouble)
-                  .contiguous()),
-        boxes{centres.const_data_ptr<double>(),
-              2 * centres_in.size(1),
-              2,
-              sides.const_data_ptr<double>(),
-              0.0,
-              0.0,
-              centres_in.size(1),
-              rows,
-              cols,
-              mode == "area"} {}
-};
+// The boxes of a call, read in place from the caller's centres and sides (square sides: the same
+// value for width and height, a stride of 0).
+Boxes box_boxes(const at::Tensor& centres, const at::Tensor& sides, int64_t rows, int64_t cols, std::string_view mode) {
+  const Coordinates side_values = sides.dim() == 2 ? coordinates(sides, sides.stride(1), 0)
+                                                   : coordinates(sides, sides.stride(1), sides.stride(2));
+  return Boxes{coordinates(centres, centres.stride(1), centres.stride(2)), side_values, 0.0, 0.0, centres.size(1), rows,
+               cols, mode == "area"};
+}
 
 }  // namespace
 
@@ -90,8 +77,8 @@ at::Tensor box_glimpse_forward(
   check_device(images, device, "box_glimpse");
   at::Tensor output = at::empty({images.size(0), centres.size(1), images.size(1), rows, cols}, images.options());
   if (output.numel() == 0) return output;
-  const BoxInputs inputs(centres, sides, rows, cols, mode);
-  kernel(images, inputs.boxes, output);
+  const at::Tensor centre_values = readable_coordinates(centres), side_values = readable_coordinates(sides);
+  kernel(images, box_boxes(centre_values, side_values, rows, cols, mode), output);
   return output;
 }
 
@@ -118,8 +105,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> box_glimpse_backward(
       grad_output.sizes());
   TORCH_CHECK(
       grad_output.device() == images.device(), "box_glimpse_backward: grad_output must be on the images' device");
-  const BoxInputs inputs(centres, sides, rows, cols, mode);
-  auto [grad_images, grad_boxes] = kernel(grad_output, images, inputs.boxes, images_grad, centres_grad, sides_grad);
+  const at::Tensor centre_values = readable_coordinates(centres), side_values = readable_coordinates(sides);
+  auto [grad_images, grad_boxes] = kernel(
+      grad_output, images, box_boxes(centre_values, side_values, rows, cols, mode), images_grad, centres_grad, sides_grad);
   at::Tensor grad_centres = centres_grad ? grad_boxes.narrow(2, 0, 2).to(centres.scalar_type()).contiguous()
                                          : at::empty({0}, centres.options());
   at::Tensor grad_sides = at::empty({0}, sides.options());

@@ -13,6 +13,32 @@ void check_device(const at::Tensor& images, c10::DeviceType device, const char* 
       images.device());
 }
 
+at::Tensor readable_coordinates(const at::Tensor& tensor) {
+  const auto dtype = tensor.scalar_type();
+  const bool readable = dtype == at::kFloat || dtype == at::kDouble || dtype == at::kHalf || dtype == at::kBFloat16;
+  return readable ? tensor : tensor.to(at::kDouble);
+}
+
+Coordinates coordinates(const at::Tensor& tensor, int64_t stride_k, int64_t stride_i) {
+  Coordinates::Type type = Coordinates::Type::Double;
+  switch (tensor.scalar_type()) {
+    case at::kFloat:
+      type = Coordinates::Type::Float;
+      break;
+    case at::kHalf:
+      type = Coordinates::Type::Half;
+      break;
+    case at::kBFloat16:
+      type = Coordinates::Type::BFloat16;
+      break;
+    case at::kDouble:
+      break;
+    default:
+      TORCH_CHECK(false, "gdram_ext: coordinates of dtype ", tensor.scalar_type(), " must go through readable_coordinates");
+  }
+  return Coordinates{tensor.const_data_ptr(), type, tensor.stride(0), stride_k, stride_i};
+}
+
 TORCH_LIBRARY(gdram_ext, m) {
   m.def(
       "retina_glimpse(Tensor images, Tensor locations, int size, int num_scales, float scale_factor, "

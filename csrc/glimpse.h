@@ -28,6 +28,8 @@
 #pragma once
 
 #include <ATen/core/Tensor.h>
+#include <c10/util/BFloat16.h>
+#include <c10/util/Half.h>
 
 #include <cmath>
 #include <cstdint>
@@ -48,14 +50,36 @@ struct BoxFrame {
   bool valid;  // false: a side is not finite and > 0; the box reads zeros
 };
 
-// The boxes of one call, in double, on the kernels' device. Box (b, k) is centred at the normalised
-// (x, y) at centres + b * centre_stride_b + k * centre_stride_k; its (width, height) in pixels are
-// sides[2 * (b * count + k)] and the next value, or, with no sides (the retina), both
-// base_size * scale_factor^k.
+// A tensor of coordinates read in place, whatever its floating dtype and strides: element
+// (b, k, i) is at data + b * stride_b + k * stride_k + i * stride_i, converted to double. Reading
+// the caller's tensors directly spares a conversion kernel per call (the host's share of a call).
+struct Coordinates {
+  enum class Type : int8_t { Float, Double, Half, BFloat16 };
+  const void* data;
+  Type type;
+  int64_t stride_b, stride_k, stride_i;
+
+  GDRAM_HOST_DEVICE double at(int64_t b, int64_t k, int64_t i) const {
+    const int64_t index = b * stride_b + k * stride_k + i * stride_i;
+    switch (type) {
+      case Type::Float:
+        return static_cast<double>(static_cast<const float*>(data)[index]);
+      case Type::Half:
+        return static_cast<double>(static_cast<float>(static_cast<const c10::Half*>(data)[index]));
+      case Type::BFloat16:
+        return static_cast<double>(static_cast<float>(static_cast<const c10::BFloat16*>(data)[index]));
+      default:
+        return static_cast<const double*>(data)[index];
+    }
+  }
+};
+
+// The boxes of one call, read on the kernels' device. Box (b, k) is centred at the normalised
+// (x, y) = (centres.at(b, k, 0), centres.at(b, k, 1)); its (width, height) in pixels are
+// (sides.at(b, k, 0), sides.at(b, k, 1)) or, with no sides (the retina, sides.data == nullptr),
+// both base_size * scale_factor^k.
 struct Boxes {
-  const double* centres;
-  int64_t centre_stride_b, centre_stride_k;
-  const double* sides;
+  Coordinates centres, sides;
   double base_size, scale_factor;
   int64_t count;       // K: boxes per image
   int64_t rows, cols;  // cells per box
@@ -261,19 +285,18 @@ GDRAM_HOST_DEVICE double edge_per_side(int64_t k, int64_t n) {
 }
 
 GDRAM_HOST_DEVICE BoxFrame Boxes::frame(int64_t b, int64_t k, int64_t height, int64_t width) const {
-  const double* centre = centres + b * centre_stride_b + k * centre_stride_k;
   double side_w, side_h;
-  if (sides != nullptr) {
-    side_w = sides[2 * (b * count + k)];
-    side_h = sides[2 * (b * count + k) + 1];
+  if (sides.data != nullptr) {
+    side_w = sides.at(b, k, 0);
+    side_h = sides.at(b, k, 1);
   } else {
     side_w = side_h = scale_side(k);
   }
   constexpr double kHuge = 1.7976931348623157e308;  // DBL_MAX: also false for NaN and +inf
   if (!(side_w > 0.0 && side_w <= kHuge && side_h > 0.0 && side_h <= kHuge)) return BoxFrame{0.0, 0.0, 1.0, 1.0, false};
   return BoxFrame{
-      glimpse_start(centre[0], width, side_w),
-      glimpse_start(centre[1], height, side_h),
+      glimpse_start(centres.at(b, k, 0), width, side_w),
+      glimpse_start(centres.at(b, k, 1), height, side_h),
       side_w / static_cast<double>(cols),
       side_h / static_cast<double>(rows),
       true};
@@ -292,6 +315,13 @@ using BackwardKernel = std::tuple<at::Tensor, at::Tensor> (*)(
     bool images_grad,
     bool centres_grad,
     bool sides_grad);
+
+// `tensor` itself when Coordinates can read its dtype, else a float64 copy (other floating dtypes).
+at::Tensor readable_coordinates(const at::Tensor& tensor);
+
+// The coordinates of a tensor of 2 (b, i) or 3 (b, k, i) dimensions (a dtype that
+// readable_coordinates keeps), read in place; `stride_k` and `stride_i` of 0 repeat a value along that axis.
+Coordinates coordinates(const at::Tensor& tensor, int64_t stride_k, int64_t stride_i);
 
 // Raises unless the images are on `device`: the kernels of one device are registered for its tensors.
 void check_device(const at::Tensor& images, c10::DeviceType device, const char* op);

@@ -87,11 +87,11 @@ void check_backward_arguments(
       grad_output.device() == images.device(), "retina_glimpse_backward: grad_output must be on the images' device");
 }
 
-// The retina's boxes: the location (B, 2) in double, read with a box stride of 0.
+// The retina's boxes: num_scales boxes sharing the location (B, 2) (a box stride of 0), read in place.
 Boxes retina_boxes(const at::Tensor& locations, int64_t size, int64_t num_scales, double scale_factor, std::string_view mode,
                    double base_size) {
-  return Boxes{locations.const_data_ptr<double>(), 2, 0, nullptr, base_size, scale_factor, num_scales, size, size,
-               mode == "area"};
+  return Boxes{coordinates(locations, 0, locations.stride(1)), Coordinates{nullptr, Coordinates::Type::Double, 0, 0, 0},
+               base_size, scale_factor, num_scales, size, size, mode == "area"};
 }
 
 }  // namespace
@@ -110,7 +110,7 @@ at::Tensor retina_glimpse_forward(
   check_device(images, device, "retina_glimpse");
   at::Tensor output = at::empty({images.size(0), num_scales * images.size(1), size, size}, images.options());
   if (output.numel() == 0) return output;
-  const at::Tensor loc = locations.to(at::kDouble).contiguous();
+  const at::Tensor loc = readable_coordinates(locations);
   kernel(images, retina_boxes(loc, size, num_scales, scale_factor, mode, base_size), output);
   return output;
 }
@@ -130,7 +130,7 @@ std::tuple<at::Tensor, at::Tensor> retina_glimpse_backward(
     bool locations_grad) {
   check_backward_arguments(grad_output, images, locations, size, num_scales, scale_factor, mode, base_size);
   check_device(images, device, "retina_glimpse_backward");
-  const at::Tensor loc = locations.to(at::kDouble).contiguous();
+  const at::Tensor loc = readable_coordinates(locations);
   auto [grad_images, grad_boxes] = kernel(
       grad_output, images, retina_boxes(loc, size, num_scales, scale_factor, mode, base_size), images_grad,
       locations_grad, false);

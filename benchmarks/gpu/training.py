@@ -250,16 +250,17 @@ class StepTable:
 
 
 def inference_section(report: Report, device: torch.device, config: GDRAMConfig, budget: Budget) -> None:
-    """Batch-1 latency: GDRAM and F-GDRAM, fused and published retinas, eager; GDRAM from a CUDA graph."""
+    """Batch-1 latency: GDRAM and F-GDRAM, fused and published retinas, eager; GDRAM from a CUDA graph and under
+    ``torch.compile(mode="reduce-overhead")`` (inductor's fused kernels replayed from CUDA graphs) if time is left."""
     report.table(["model", "retina", "execution", "latency ms (wall clock)", "glimpses used"])
     images, _ = data(config, 1, device)
     plan = [(fast, retina, "eager") for retina in (FUSED, PUBLISHED) for fast in (False, True)]
-    plan.append((False, FUSED, "CUDA graph"))
+    plan += [(False, FUSED, "CUDA graph"), (False, FUSED, "torch.compile")]
     for fast, retina, execution in plan:
         label = ["F-GDRAM" if fast else "GDRAM", NAMES[retina], execution]
-        if execution == "CUDA graph" and device.type != "cuda":
+        if execution != "eager" and device.type != "cuda":
             continue
-        if budget.left() < 3:
+        if budget.left() < (70 if execution == "torch.compile" else 3):
             report.row([*label, "skipped: budget spent", ""])
             continue
         report.progress(f"inference: {' '.join(label)}")
@@ -268,9 +269,11 @@ def inference_section(report: Report, device: torch.device, config: GDRAMConfig,
             with torch.no_grad():
                 used = model(images, fast=fast).glimpses_used.float().mean().item()
 
-            def infer(model: nn.Module = model, fast: bool = fast) -> None:
+            forward = torch.compile(model, mode="reduce-overhead") if execution == "torch.compile" else model
+
+            def infer(forward: nn.Module = forward, fast: bool = fast) -> None:
                 with torch.no_grad():
-                    model(images, fast=fast)
+                    forward(images, fast=fast)
 
             run = cuda_graph(infer, device) if execution == "CUDA graph" else infer
             timing: Timing = time_calls(run, device, warmup=5, iters=50, target_seconds=0.5, wall_clock=True)
