@@ -82,8 +82,10 @@ def load_state_file(path: str | Path, map_location: str | torch.device = "cpu") 
     path = Path(path)
     if path.is_dir():
         raise CheckpointError(f"{path}: is a directory; give a checkpoint file, such as {path / 'best.pt'}")
-    if not path.is_file():
+    if not path.exists():
         raise CheckpointError(f"{path}: no such checkpoint file")
+    if not path.is_file():
+        raise CheckpointError(f"{path}: not a regular file (a device, pipe or socket); give a checkpoint file")
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")

@@ -8,6 +8,7 @@ it with ``--debug``), 130 interrupted (Ctrl-C), 143 terminated (SIGTERM).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
@@ -25,6 +26,7 @@ import torch
 
 from gdram.checkpoint import CheckpointError, load_checkpoint, load_state_file
 from gdram.cliutil import (
+    MAX_IMAGE_SIDE,
     HelpFormatter,
     OneLineParser,
     device_name,
@@ -38,15 +40,17 @@ from gdram.cliutil import (
     unit_fraction,
     write_traceback,
 )
+from gdram.cluttered import EMBEDDED_SPECS, check_cache
 from gdram.config import MOVES, POLICIES, POLICY_TRAINS, RECIPES, RETINA_MODES, REWARDS, VARIANTS, GDRAMConfig
 from gdram.data import DATASETS, DataError, DataSplits, batches, load_data
 from gdram.datacheck import check_classes, check_model_classes
-from gdram.distributed import init_distributed, resolve_device
+from gdram.distributed import Distributed, init_distributed, resolve_device
 from gdram.evaluate import evaluation_totals, measure_latency, model_from_state, summarize
 from gdram.files import remove_stale_temporaries
-from gdram.model import create_model
+from gdram.model import check_model_size
 from gdram.provenance import locate, same_data, verify
-from gdram.train import Trainer, TrainingDiverged, TrainSettings
+from gdram.runfiles import claim_new_run_dir, foreign_entries, lock_run_dir
+from gdram.train import Trainer, TrainingDiverged, TrainSettings, check_resumable
 
 EMBEDDED_SETS = ("cluttered-digits", "cluttered-digits-128")
 EMBEDDED_EPOCHS = 6  # the embedded sets' few-minute CPU budget (see README, "Does it learn?")
@@ -87,7 +91,15 @@ INGREDIENT_FLAGS = (
     "straight_through_mean",
     "policy_warmup",
 )
-MAX_PARAMETERS = 10**9  # a larger model is a typo (or a label that is no class index), not an experiment
+# GDRAMConfig fields the flags set, and those flags (a refused value is a usage error naming its flag).
+FIELD_FLAGS = {
+    "num_glimpses": "--glimpses",
+    "glimpse_size": "--glimpse-size",
+    "num_scales": "--scales",
+    "retina_mode": "--retina-mode",
+    "hidden_size": "--hidden-size",
+    **{name: "--" + name.replace("_", "-") for name in INGREDIENT_FLAGS},
+}
 ATTENTION_FLAGS = {
     "glimpses": "--glimpses",
     "glimpse_size": "--glimpse-size",
@@ -424,6 +436,8 @@ def _data_spec(args: argparse.Namespace, fallback: dict[str, Any] | None) -> dic
 
 
 def _load(spec: dict[str, Any], download: bool = False) -> DataSplits:
+    if spec["source"] in EMBEDDED_SPECS:
+        check_cache(EMBEDDED_SPECS[spec["source"]])
     return load_data(
         spec["source"],
         root=spec.get("root"),
@@ -444,27 +458,57 @@ def _load_training_data(spec: dict[str, Any], download: bool, show_warnings: boo
     return data
 
 
-def _check_new_run_dir(out: Path) -> None:
-    """Refuse a run directory that holds a run, is a file, or cannot be created or written."""
-    if (out / "last.pt").exists():
-        raise ValueError(f"{out} already holds a run; pass --resume to continue it, or choose another --out")
-    existing = next(folder for folder in (out, *out.parents) if folder.exists())
+def _check_out_place(out: Path, folder: Path | None = None) -> None:
+    """Refuse ``--out`` when its ``folder`` (default: ``out`` itself) is a file, lies below one, or cannot be
+    created or written."""
+    folder = out if folder is None else folder
+    existing = next(place for place in (folder, *folder.parents) if place.exists())
     if not existing.is_dir():
         raise ValueError(f"--out {out}: {existing} exists and is not a directory")
     if not os.access(existing, os.W_OK | os.X_OK):
         raise ValueError(f"--out {out}: cannot write in {existing} (read-only or no permission)")
 
 
-def _check_model_size(config: GDRAMConfig) -> None:
-    """Refuse a model of more than :data:`MAX_PARAMETERS` parameters, counted without allocating it."""
-    with torch.device("meta"):
-        count = sum(parameter.numel() for parameter in create_model(config).parameters())
-    if count > MAX_PARAMETERS:
+def _check_new_run_dir(out: Path) -> None:
+    """Refuse, for a new run, a folder that holds a run or files of its own (checked while holding its lock).
+
+    A gdram run stopped before it wrote ``last.pt`` (only ``config.json``, maybe the first ``best.pt``)
+    cannot be resumed: a new run takes its place."""
+    if (out / "last.pt").exists():
+        raise ValueError(f"{out} already holds a run; pass --resume to continue it, or choose another --out")
+    if not out.is_dir():
+        return
+    foreign = foreign_entries(out)
+    if foreign:
+        shown = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else "")
         raise ValueError(
-            f"the model would have {count:,} parameters (at most {MAX_PARAMETERS:,}) with "
-            f"{config.num_classes:,} classes and hidden size {config.hidden_size}; check the data's "
-            "labels and --hidden-size"
+            f"--out {out} is a folder that is not a gdram run (it holds {shown}); a new run writes only "
+            "into a new or empty folder: choose another --out"
         )
+    if (out / "summary.json").exists():  # a finished run whose last.pt is gone: its results are kept
+        raise ValueError(
+            f"--out {out} holds a finished gdram run (summary.json) but no last.pt to resume; choose another --out"
+        )
+
+
+def _inside_data(out: Path, spec: dict[str, Any]) -> str | None:
+    """Why ``out`` cannot be a run directory of a run on ``spec``'s data (inside its image folder), or None."""
+    source = Path(spec["source"])
+    if spec["source"] in DATASETS or not source.is_dir():
+        return None
+    folder, place = source.resolve(), out.resolve()
+    if place == folder or folder in place.parents:
+        return (
+            f"the run directory {out} lies inside the image folder {spec['source']}: its files would "
+            "become images of the data set; choose an --out outside it"
+        )
+    return None
+
+
+def _claim(out: Path, place: Distributed, held: contextlib.ExitStack, create: bool = True) -> None:
+    """Own the run directory ``out`` until the command ends (the main process; the others only read)."""
+    if place.is_main:
+        held.enter_context(lock_run_dir(out, create=create))
 
 
 def _refuse_ignored_flags(args: argparse.Namespace) -> None:
@@ -544,77 +588,11 @@ def _resumed_data_spec(args: argparse.Namespace, saved: dict[str, Any] | None, o
 
 def _train(args: argparse.Namespace) -> int:
     place = init_distributed(args.device or TRAIN_DEFAULTS["device"])
-    out = Path(args.out) if args.out else None
-    if args.resume:
-        if out is None:
-            raise _UsageError("--resume needs --out RUNDIR, the run to continue")
-        args.run_dir = out
-        if not (out / "last.pt").exists():
-            raise ValueError(f"--resume: {out} holds no run to continue (no last.pt)")
-        saved = load_checkpoint(out / "last.pt")
-        _refuse_changed_settings(args, saved)
-        spec = _resumed_data_spec(args, saved.get("data"), out)
-        data = _load_training_data(spec, args.download, place.is_main)
-        remove_stale_temporaries(out)
-        trainer = Trainer.resume(out, data, epochs=args.epochs, quiet=args.quiet)
-        trainer.data_spec = spec
-    else:
-        _refuse_ignored_flags(args)
-        if out is not None:
-            _check_new_run_dir(out)
-        spec = locate(_data_spec(args, None))
-        data = _load_training_data(spec, args.download, place.is_main)
-        if out is None:
-            out = Path("runs") / f"{args.variant or 'gdram'}-{Path(data.name).stem}-{time.strftime('%Y%m%d-%H%M%S')}"
-            _check_new_run_dir(out)
-        args.run_dir = out
-        remove_stale_temporaries(out)
-        chosen = {
-            "num_glimpses": args.glimpses,
-            "glimpse_size": args.glimpse_size,
-            "num_scales": args.scales,
-            "retina_mode": args.retina_mode,
-            "hidden_size": args.hidden_size,
-        }
-        chosen.update({name: getattr(args, name) for name in INGREDIENT_FLAGS})
-        overrides = {name: value for name, value in chosen.items() if value is not None}
-        flags = {
-            name: TRAIN_DEFAULTS[name] if getattr(args, name) is None else getattr(args, name)
-            for name in TRAIN_DEFAULTS
-        }
-        config = GDRAMConfig(
-            num_classes=data.num_classes,
-            in_channels=data.in_channels,
-            image_size=data.image_size,
-            variant=flags["variant"],
-            policy=flags["policy"],
-            recipe=flags["recipe"],
-            **overrides,
-        )
-        _check_model_size(config)
-        embedded = spec["source"] in EMBEDDED_SETS
-        epochs = args.epochs if args.epochs is not None else (EMBEDDED_EPOCHS if embedded else 100)
-        batch_size = args.batch_size if args.batch_size is not None else (EMBEDDED_BATCH_SIZE if embedded else 128)
-        settings = TrainSettings(
-            epochs=epochs,
-            batch_size=batch_size,
-            lr=flags["lr"],
-            lr_patience=flags["lr_patience"],
-            weight_decay=flags["weight_decay"],
-            grad_clip=args.grad_clip,
-            seed=flags["seed"],
-            device=flags["device"],
-            amp=args.amp,
-            compile=args.compile,
-            num_workers=flags["workers"],
-            location_guidance=flags["location_guidance"],
-            guidance_weight=flags["guidance_weight"],
-            init_from=args.init_from,
-        )
-        trainer = Trainer(config, data, settings, out, spec, quiet=args.quiet)
-    if place.is_main:
-        print(f"gdram train: run directory {out}", file=sys.stderr)
-    summary = trainer.fit()
+    with contextlib.ExitStack() as held:  # the run directory's lock, given up however the command ends
+        trainer = _resumed_trainer(args, place, held) if args.resume else _new_trainer(args, place, held)
+        if place.is_main:
+            print(f"gdram train: run directory {trainer.run_dir}", file=sys.stderr)
+        summary = trainer.fit()
     if place.is_main:
         policy = "" if summary["variant"] == "cnn" else f" ({summary['policy']} policy)"
         print(
@@ -625,6 +603,114 @@ def _train(args: argparse.Namespace) -> int:
             f"{summary['train_seconds']:.0f}s training; run {summary['run_dir']}"
         )
     return 0
+
+
+def _resumed_trainer(args: argparse.Namespace, place: Distributed, held: contextlib.ExitStack) -> Trainer:
+    """The trainer of ``--resume --out RUNDIR``, its directory locked, its checkpoint and data checked."""
+    if args.out is None:
+        raise _UsageError("--resume needs --out RUNDIR, the run to continue")
+    out = Path(args.out)
+    if not (out / "last.pt").exists():
+        raise ValueError(f"--resume: {out} holds no run to continue (no last.pt)")
+    _claim(out, place, held, create=False)
+    args.run_dir = out
+    saved = load_checkpoint(out / "last.pt")
+    check_resumable(saved, out / "last.pt")
+    _refuse_changed_settings(args, saved)
+    spec = _resumed_data_spec(args, saved.get("data"), out)
+    inside = _inside_data(out, spec)
+    if inside:
+        raise ValueError(inside)
+    data = _load_training_data(spec, args.download, place.is_main)
+    remove_stale_temporaries(out)
+    trainer = Trainer.resume(out, data, epochs=args.epochs, quiet=args.quiet)
+    trainer.data_spec = spec
+    return trainer
+
+
+def _new_trainer(args: argparse.Namespace, place: Distributed, held: contextlib.ExitStack) -> Trainer:
+    """The trainer of a new run: every flag and the run directory checked (and locked) before the data is loaded."""
+    _refuse_ignored_flags(args)
+    spec = locate(_data_spec(args, None))
+    chosen = {
+        "num_glimpses": args.glimpses,
+        "glimpse_size": args.glimpse_size,
+        "num_scales": args.scales,
+        "retina_mode": args.retina_mode,
+        "hidden_size": args.hidden_size,
+    }
+    chosen.update({name: getattr(args, name) for name in INGREDIENT_FLAGS})
+    overrides = {name: value for name, value in chosen.items() if value is not None}
+    flags = {
+        name: TRAIN_DEFAULTS[name] if getattr(args, name) is None else getattr(args, name) for name in TRAIN_DEFAULTS
+    }
+    _model_config(flags, overrides, num_classes=2, in_channels=1, image_size=MAX_IMAGE_SIDE)  # the flags alone
+    out = Path(args.out) if args.out else None
+    if out is not None:
+        inside = _inside_data(out, spec)
+        if inside:
+            raise _UsageError(inside)
+        _check_out_place(out)
+        _claim(out, place, held)
+        args.run_dir = out
+        _check_new_run_dir(out)
+    data = _load_training_data(spec, args.download, place.is_main)
+    if out is None:
+        out = Path("runs") / f"{flags['variant']}-{Path(data.name).stem}-{time.strftime('%Y%m%d-%H%M%S')}"
+        inside = _inside_data(out, spec)
+        if inside:
+            raise ValueError(inside)
+        if place.is_main:
+            out = held.enter_context(claim_new_run_dir(out)).run_dir
+        args.run_dir = out
+    remove_stale_temporaries(out)
+    config = _model_config(flags, overrides, data.num_classes, data.in_channels, data.image_size)
+    check_model_size(config)
+    embedded = spec["source"] in EMBEDDED_SETS
+    epochs = args.epochs if args.epochs is not None else (EMBEDDED_EPOCHS if embedded else 100)
+    batch_size = args.batch_size if args.batch_size is not None else (EMBEDDED_BATCH_SIZE if embedded else 128)
+    settings = TrainSettings(
+        epochs=epochs,
+        batch_size=batch_size,
+        lr=flags["lr"],
+        lr_patience=flags["lr_patience"],
+        weight_decay=flags["weight_decay"],
+        grad_clip=args.grad_clip,
+        seed=flags["seed"],
+        device=flags["device"],
+        amp=args.amp,
+        compile=args.compile,
+        num_workers=flags["workers"],
+        location_guidance=flags["location_guidance"],
+        guidance_weight=flags["guidance_weight"],
+        init_from=args.init_from,
+    )
+    return Trainer(config, data, settings, out, spec, quiet=args.quiet)
+
+
+def _model_config(
+    flags: dict[str, Any],
+    overrides: dict[str, Any],
+    num_classes: int,
+    in_channels: int,
+    image_size: int | tuple[int, int],
+) -> GDRAMConfig:
+    """The model's config from the flags; a field the flags set that it refuses is a usage error naming the flag."""
+    try:
+        return GDRAMConfig(
+            num_classes=num_classes,
+            in_channels=in_channels,
+            image_size=image_size,
+            variant=flags["variant"],
+            policy=flags["policy"],
+            recipe=flags["recipe"],
+            **overrides,
+        )
+    except ValueError as error:
+        field = str(error).split(" ", 1)[0]
+        if field in overrides:
+            raise _UsageError(f"argument {FIELD_FLAGS[field]}: {error}") from None
+        raise
 
 
 def _split(data: DataSplits, name: str):
@@ -714,6 +800,7 @@ def _visualize(args: argparse.Namespace) -> int:
         raise _UsageError(f"--out {out} is a directory; give a FILE.png or FILE.gif")
     if out.suffix.lower() not in (".png", ".gif"):
         raise _UsageError(f"--out must end in .png or .gif, got {args.out}")
+    _check_out_place(out, out.parent)
     loaded, data, _ = _load_for_eval(args)
     if loaded.model.config.policy == "oracle":
         raise ValueError(
@@ -742,13 +829,56 @@ class _Terminated(KeyboardInterrupt):
     """SIGTERM (a scheduler's stop), handled like Ctrl-C."""
 
 
-def _terminate(signum: int, frame: Any) -> None:
-    raise _Terminated
+class _StopSignals:
+    """SIGINT and SIGTERM while a command runs (main thread only): the first one stops the command.
+
+    A stop signal sent to the process group also stops DataLoader workers, and PyTorch's SIGCHLD
+    handler then raises "worker killed" errors anywhere, even in a finaliser during the unwinding.
+    Once stopping, those are consequences of the stop, not failures: SIGCHLD goes back to its default,
+    unraisable errors are silenced, and :func:`main` reports any error as the stop (exit 130 or 143).
+    """
+
+    HANDLED = (signal.SIGINT, signal.SIGTERM, signal.SIGCHLD)
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self._previous: dict[int, Any] = {}
+        self._hook = sys.unraisablehook
+
+    def __enter__(self) -> _StopSignals:
+        if threading.current_thread() is threading.main_thread():
+            self._previous = {signum: signal.getsignal(signum) for signum in self.HANDLED}
+            signal.signal(signal.SIGINT, self._stop)
+            signal.signal(signal.SIGTERM, self._stop)
+            self._hook = sys.unraisablehook
+            sys.unraisablehook = self._unraisable
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler if handler is not None else signal.SIG_DFL)
+        if self._previous:
+            sys.unraisablehook = self._hook
+
+    @property
+    def terminated(self) -> bool:
+        return self.signum == signal.SIGTERM
+
+    def _stop(self, signum: int, frame: Any) -> None:
+        if self.signum is not None:  # already stopping: the cleanup finishes, then the command exits
+            return
+        self.signum = signum
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)  # workers stopped by the same signal are no error
+        raise _Terminated if signum == signal.SIGTERM else KeyboardInterrupt
+
+    def _unraisable(self, unraisable: Any) -> None:
+        if self.signum is None:
+            self._hook(unraisable)
 
 
-def _stopped_line(args: argparse.Namespace, error: KeyboardInterrupt) -> str:
+def _stopped_line(args: argparse.Namespace, terminated: bool) -> str:
     """What an interrupted command prints: on a new line, with how to resume a run that has a checkpoint."""
-    line = f"\ngdram {args.command}: {'terminated' if isinstance(error, _Terminated) else 'interrupted'}"
+    line = f"\ngdram {args.command}: {'terminated' if terminated else 'interrupted'}"
     run_dir = getattr(args, "run_dir", None)
     if run_dir is not None:
         if (run_dir / "last.pt").is_file():
@@ -758,9 +888,16 @@ def _stopped_line(args: argparse.Namespace, error: KeyboardInterrupt) -> str:
     return line
 
 
+def _out_of_memory(error: Exception) -> bool:
+    """Whether ``error`` is an allocation failure: Python's, CUDA's, or the CPU allocator's ``RuntimeError``."""
+    if isinstance(error, (MemoryError, torch.OutOfMemoryError)):
+        return True
+    return isinstance(error, RuntimeError) and "can't allocate memory" in str(error)
+
+
 def _failure_line(args: argparse.Namespace, error: Exception) -> str:
     """One line for an error: the message of a user error, or the exception and where its traceback is."""
-    if isinstance(error, (MemoryError, torch.OutOfMemoryError)):
+    if _out_of_memory(error):
         return f"gdram {args.command}: error: out of memory ({error_line(error)[:200]}); lower --batch-size"
     if isinstance(error, OSError) and error.filename is None and getattr(args, "run_dir", None) is not None:
         return f"gdram {args.command}: error: {error_line(error)} (run directory {args.run_dir})"
@@ -777,23 +914,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     args.run_dir = None  # the run directory, once known: for the interrupt hint and the traceback file
     command = {"train": _train, "eval": _eval, "visualize": _visualize}[args.command]
-    main_thread = threading.current_thread() is threading.main_thread()
-    previous = signal.signal(signal.SIGTERM, _terminate) if main_thread else None
-    try:
-        return command(args)
-    except _UsageError as error:
-        args.usage_error(str(error))
-    except KeyboardInterrupt as error:
-        print(_stopped_line(args, error), file=sys.stderr)
-        return 143 if isinstance(error, _Terminated) else 130
-    except Exception as error:
-        if args.debug:
-            raise
-        print(_failure_line(args, error), file=sys.stderr)
-        return 1
-    finally:
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
+    with _StopSignals() as stop:
+        try:
+            return command(args)
+        except _UsageError as error:
+            args.usage_error(str(error))
+        except KeyboardInterrupt as error:
+            print(_stopped_line(args, stop.terminated or isinstance(error, _Terminated)), file=sys.stderr)
+            return 143 if stop.terminated or isinstance(error, _Terminated) else 130
+        except Exception as error:
+            if stop.signum is not None:  # an error the stop caused (a DataLoader worker it killed)
+                print(_stopped_line(args, stop.terminated), file=sys.stderr)
+                return 143 if stop.terminated else 130
+            if args.debug:
+                raise
+            print(_failure_line(args, error), file=sys.stderr)
+            return 1
 
 
 if __name__ == "__main__":

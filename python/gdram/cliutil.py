@@ -144,16 +144,24 @@ def error_line(error: BaseException) -> str:
 def write_traceback(error: BaseException, directory: Path | None) -> Path | None:
     """Write ``error``'s full traceback to ``directory`` (when it exists) or the temporary directory.
 
-    Returns the file, or None if it could not be written either place.
+    The file is created exclusively under an unpredictable name (``gdram-error-<time>-<random>.txt``,
+    mode 0600, :func:`tempfile.mkstemp`), so a link planted in a shared temporary folder can neither
+    redirect the write nor be followed. Returns the file, or None if it could not be written either place.
     """
-    name = f"gdram-error-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.txt"
     text = "".join(traceback.format_exception(type(error), error, error.__traceback__))
+    prefix = f"gdram-error-{time.strftime('%Y%m%d-%H%M%S')}-"
     for folder in (directory, Path(tempfile.gettempdir())):
         if folder is None or not folder.is_dir():
             continue
         try:
-            (folder / name).write_text(text)
+            handle, name = tempfile.mkstemp(prefix=prefix, suffix=".txt", dir=folder)
         except OSError:
             continue
-        return folder / name
+        try:
+            with os.fdopen(handle, "w") as file:
+                file.write(text)
+        except OSError:
+            Path(name).unlink(missing_ok=True)
+            continue
+        return Path(name)
     return None

@@ -16,9 +16,12 @@ a glimpse must find it: the policy matters (README, "Does it learn?").
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
+import zipfile
+import zlib
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -192,26 +195,75 @@ EMBEDDED_SPECS = {
 }
 
 
+def cache_path(spec: EmbeddedSpec) -> Path:
+    """The cache file of the embedded data set made with ``spec`` (in :func:`cache_dir`)."""
+    key = hashlib.sha256(json.dumps({**asdict(spec), "boxes": 1}, sort_keys=True).encode()).hexdigest()[:16]
+    return cache_dir() / f"cluttered-digits-{key}.npz"
+
+
+def check_cache(spec: EmbeddedSpec) -> None:
+    """Refuse, before the data is built, a cache that holds no entry for ``spec`` and cannot take one.
+
+    Raises:
+        OSError: naming the cache folder and ``$GDRAM_CACHE``.
+    """
+    path = cache_path(spec)
+    if path.is_file():
+        return
+    existing = next(folder for folder in (path.parent, *path.parent.parents) if folder.exists())
+    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        raise OSError(
+            errno.EACCES,
+            f"the data cache cannot be written ({existing} is not a writable folder); set GDRAM_CACHE "
+            "to a writable folder",
+            str(path.parent),
+        )
+
+
+_CACHE_ARRAYS = {f"{kind}_{split}" for kind in ("x", "y", "box") for split in ("train", "val", "test")}
+
+
+def _read_cache(path: Path) -> dict[str, np.ndarray] | None:
+    """The arrays of a cache entry, or None when it is missing, truncated, damaged or incomplete."""
+    if not path.is_file():
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as stored:
+            arrays = {name: stored[name] for name in stored.files}
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, zlib.error):
+        return None
+    return arrays if set(arrays) == _CACHE_ARRAYS else None
+
+
 def cluttered_digits(spec: EmbeddedSpec = EmbeddedSpec(), cache: bool = True) -> dict[str, np.ndarray]:
     """The embedded data set, built from scikit-learn's digits (cached on disk, keyed by ``spec``).
+
+    A cache entry that is truncated, damaged or incomplete is rebuilt and replaced.
 
     Returns:
         ``x_train, y_train, x_val, y_val, x_test, y_test``: images (N, 1, S, S) uint8, labels (N,)
         int64, and ``box_train, box_val, box_test``: (N, 4) float32 digit boxes (x0, y0, x1, y1, pixels).
+
+    Raises:
+        OSError: the cache cannot be written; the message names it and ``$GDRAM_CACHE``.
     """
-    key = hashlib.sha256(json.dumps({**asdict(spec), "boxes": 1}, sort_keys=True).encode()).hexdigest()[:16]
-    path = cache_dir() / f"cluttered-digits-{key}.npz"
-    if cache and path.is_file():
-        try:
-            with np.load(path) as stored:
-                return {name: stored[name] for name in stored.files}
-        except (OSError, ValueError, KeyError):
-            path.unlink(missing_ok=True)  # a corrupt cache entry is rebuilt below
+    path = cache_path(spec)
+    if cache:
+        arrays = _read_cache(path)
+        if arrays is not None:
+            return arrays
     arrays = _build_cluttered_digits(spec)
     if cache:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with atomic_write(path, "wb") as file:
-            np.savez(file, **arrays)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with atomic_write(path, "wb") as file:
+                np.savez(file, **arrays)
+        except OSError as error:
+            raise OSError(
+                error.errno,
+                f"cannot write the data cache ({error.strerror or error}); set GDRAM_CACHE to a writable folder",
+                str(path),
+            ) from None
     return arrays
 
 

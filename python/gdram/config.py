@@ -9,9 +9,12 @@ back as tuples).
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import Any, NamedTuple
+
+import numpy as np
 
 from gdram_ext.contract import MODES as RETINA_MODES
 
@@ -273,6 +276,8 @@ class GDRAMConfig:
         return cls(**{**before, **stored_policy, **values})
 
     def __post_init__(self) -> None:
+        for field in dataclasses.fields(self):  # NumPy numbers (e.g. a data set's class count) as Python's
+            setattr(self, field.name, python_scalars(getattr(self, field.name)))
         if self.recipe not in RECIPES:
             raise ValueError(f"recipe must be one of {RECIPES}, got {self.recipe!r}")
         if isinstance(self.sigma_range, list):
@@ -396,6 +401,15 @@ class GDRAMConfig:
             return None
         height = self.image_hw[0]
         return self.glimpse_size * height / (height - 1)
+
+
+def python_scalars(value: Any) -> Any:
+    """``value`` with NumPy scalars (also inside a tuple or list) replaced by the Python numbers they hold."""
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, (tuple, list)):
+        return type(value)(python_scalars(item) for item in value)
+    return value
 
 
 def _check_positive_int(name: str, value: object) -> None:

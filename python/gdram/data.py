@@ -25,6 +25,8 @@ are optional; they feed location guidance, the oracle policy and the attention m
 
 from __future__ import annotations
 
+import zipfile
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,12 +36,17 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset, Subset
 
+from gdram.cliutil import MAX_IMAGE_SIDE
 from gdram.cluttered import EMBEDDED_SPECS, ClutterSpec, cache_dir, cluttered_digits, generate_cluttered, resize_digits
-from gdram.datafiles import check_images, read_image, require_npz
+from gdram.datafiles import GRAY_MODES, check_images, read_image, require_npz, to_mode
 
 PAPER_SIZE = 128
 PAPER_VAL = 10_000
 DATASETS = ("cluttered-digits", "cluttered-digits-128", "mnist", "cluttered-mnist", "cifar10", "cifar100")
+
+
+# What np.load raises on a truncated or damaged .npz (a bad CRC, a broken zip directory, a bad .npy header).
+_DAMAGED_NPZ = (OSError, ValueError, EOFError, SyntaxError, KeyError, zipfile.BadZipFile, zlib.error)
 
 
 class DataError(ValueError):
@@ -194,6 +201,8 @@ def _check_labels(name: str, labels: np.ndarray, count: int, path: Path) -> torc
         raise DataError(f"{path}: {name} has dtype {labels.dtype}; expected integer class indices")
     if len(labels) != count:
         raise DataError(f"{path}: {name} has {len(labels)} labels but there are {count} images")
+    if labels.size and labels.dtype.kind == "u" and int(labels.max()) > np.iinfo(np.int64).max:
+        raise DataError(f"{path}: {name} has labels up to {int(labels.max())}; labels must be class indices 0..K-1")
     return torch.from_numpy(labels.astype(np.int64))
 
 
@@ -218,8 +227,11 @@ def load_npz(
             arrays = {name: stored[name] for name in stored.files}
     except FileNotFoundError:
         raise DataError(f"{path}: no such file") from None
-    except (OSError, ValueError, EOFError) as error:
-        raise DataError(f"{path}: not a readable .npz file ({error})") from None
+    except MemoryError:  # a damaged header can claim any shape
+        raise DataError(f"{path}: not a readable .npz file (an array asks for more memory than there is)") from None
+    except _DAMAGED_NPZ as error:
+        reason = " ".join(str(error).split())[:200] or type(error).__name__
+        raise DataError(f"{path}: truncated, damaged or not a readable .npz file ({reason})") from None
     required = ["x_train", "y_train", "x_test", "y_test"]
     if ("x_val" in arrays) != ("y_val" in arrays):
         required += ["x_val", "y_val"]
@@ -339,19 +351,48 @@ def _from_arrays(
 
 
 class _Convert:
-    """PIL image -> the given mode (a picklable transform, for DataLoader workers)."""
+    """PIL image -> the given mode, 16-bit pixels scaled (a picklable transform, for DataLoader workers)."""
 
     def __init__(self, mode: str):
         self.mode = mode
 
     def __call__(self, image):
-        return image.convert(self.mode)
+        return to_mode(image, self.mode)
+
+
+def _folder_geometry(
+    headers: list[tuple[str, tuple[int, int], str]], path: Path, image_size: tuple[int, int] | None
+) -> tuple[int, tuple[int, int]]:
+    """Channels (3 when any image has colour, else 1) and image size (``image_size``, else the one size all
+    images share) of an image folder, from every image's header.
+
+    Raises:
+        DataError: without ``image_size``, the images differ in size or exceed :data:`MAX_IMAGE_SIDE`.
+    """
+    channels = 3 if any(mode not in GRAY_MODES for _, _, mode in headers) else 1
+    if image_size is not None:
+        return channels, image_size
+    sizes: dict[tuple[int, int], str] = {}
+    for file, size, _ in headers:
+        sizes.setdefault(size, file)
+    if len(sizes) > 1:
+        shown = ", ".join(f"{h}x{w} ({file})" for (h, w), file in list(sizes.items())[:3])
+        raise DataError(
+            f"{path}: the images have {len(sizes)} different sizes, e.g. {shown}; pass --image-size HxW "
+            "to resize them all to one"
+        )
+    ((size, file),) = sizes.items()
+    if max(size) > MAX_IMAGE_SIDE:
+        raise DataError(
+            f"{path}: the images are {size[0]}x{size[1]} ({file}), over the {MAX_IMAGE_SIDE}-pixel side "
+            "limit; pass --image-size HxW to resize them"
+        )
+    return channels, size
 
 
 def _image_folder(
     path: Path, val_fraction: float, seed: int, image_size: tuple[int, int] | None, num_classes: int | None
 ) -> DataSplits:
-    from PIL import Image
     from torchvision import datasets, transforms
 
     split_dirs = {split: path / split for split in ("train", "val", "test") if (path / split).is_dir()}
@@ -362,17 +403,22 @@ def _image_folder(
         raise DataError(
             f"{roots[0]}: not an ImageFolder directory (one sub-folder of images per class): {error}"
         ) from None
-    check_images([sample for sample, _ in probe.samples], roots[0])
-    with Image.open(probe.samples[0][0]) as first:
-        channels = 1 if first.mode in ("1", "L", "I", "I;16", "F") else 3
-        size = image_size or (first.height, first.width)
+    others = {}
+    for split in ("val", "test"):
+        if "train" in split_dirs and split in split_dirs:
+            try:
+                others[split] = datasets.ImageFolder(str(split_dirs[split]))
+            except (FileNotFoundError, RuntimeError) as error:
+                raise DataError(f"{split_dirs[split]}: not an ImageFolder directory: {error}") from None
+    headers = check_images([sample for sample, _ in probe.samples], roots[0])
+    for split, other in others.items():
+        headers += check_images([sample for sample, _ in other.samples], split_dirs[split])
+    channels, size = _folder_geometry(headers, path, image_size)
     mode = "L" if channels == 1 else "RGB"
     transform = transforms.Compose([_Convert(mode), transforms.Resize(size), transforms.ToTensor()])
 
     def folder(root: Path) -> datasets.ImageFolder:
         loaded = datasets.ImageFolder(str(root), transform=transform, loader=read_image)
-        if root != roots[0]:
-            check_images([sample for sample, _ in loaded.samples], root)
         if loaded.classes != probe.classes:
             raise DataError(f"{root}: classes {loaded.classes} differ from the training classes {probe.classes}")
         return loaded

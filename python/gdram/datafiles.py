@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from pathlib import Path
 
+import numpy as np
 from PIL import Image
 
 _UNREADABLE = (OSError, SyntaxError, ValueError, Image.DecompressionBombError)
@@ -70,22 +71,38 @@ def read_image(path: str) -> Image.Image:
     return image
 
 
-def check_images(paths: Iterable[str], folder: str | Path) -> None:
+def check_images(paths: Iterable[str], folder: str | Path) -> list[tuple[str, tuple[int, int], str]]:
     """Open (headers only) every image in ``paths``, so that a bad file stops the run before it starts.
+
+    Returns:
+        ``(path, (height, width), PIL mode)`` of every image, in order.
 
     Raises:
         DataError: naming the first unreadable file and how many there are in ``folder``.
     """
     from gdram.data import DataError
 
-    unreadable = []
+    unreadable, headers = [], []
     for path in paths:
         try:
-            with Image.open(path):
-                pass
+            with Image.open(path) as image:
+                headers.append((path, (image.height, image.width), image.mode))
         except _UNREADABLE as error:
             unreadable.append((path, error))
     if unreadable:
         path, error = unreadable[0]
         more = f" (and {len(unreadable) - 1} more in {folder})" if len(unreadable) > 1 else ""
         raise DataError(f"{path}: unreadable image ({error}){more}; remove or replace it")
+    return headers
+
+
+GRAY_MODES = ("1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "I;16N", "F")  # PIL modes without colour
+WIDE_MODES = ("I", "I;16", "I;16B", "I;16L", "I;16N")  # integer pixels of 16 bits (0-65535)
+
+
+def to_mode(image: Image.Image, mode: str) -> Image.Image:
+    """``image`` as 8-bit ``"L"`` or ``"RGB"``; 16-bit pixels are scaled to 0-255, not clipped to white."""
+    if image.mode in WIDE_MODES:
+        pixels = np.asarray(image, dtype=np.float64) / 257.0
+        image = Image.fromarray(np.clip(np.rint(pixels), 0, 255).astype(np.uint8), "L")
+    return image.convert(mode)

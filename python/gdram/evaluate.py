@@ -22,7 +22,7 @@ from gdram.checkpoint import FORMAT, CheckpointError, load_state_file
 from gdram.config import GDRAMConfig
 from gdram.data import batches
 from gdram.metrics import Totals
-from gdram.model import create_model
+from gdram.model import check_model_size, create_model
 from gdram.official import from_official
 
 # What an evaluation sums: cross-entropy, top-1 and top-5 hits, glimpses used, images, then the glimpse counts.
@@ -67,7 +67,17 @@ def model_from_state(
     names it in errors), so that a caller can build it again, with other overrides, without reading it again."""
     if isinstance(state, dict) and state.get("format") == FORMAT:
         try:
-            model = create_model(GDRAMConfig.from_dict(state["config"], state.get("train")))
+            config = GDRAMConfig.from_dict(state["config"], state.get("train"))
+        except (KeyError, TypeError, ValueError) as error:
+            raise CheckpointError(
+                f"{path}: gdram checkpoint whose configuration this version refuses: {error}"
+            ) from None
+        try:
+            check_model_size(config, "its model")
+        except ValueError as error:
+            raise CheckpointError(f"{path}: refused to build it: {error}") from None
+        try:
+            model = create_model(config)
             model.load_state_dict(state["model"])
         except (KeyError, TypeError, ValueError, RuntimeError) as error:
             raise CheckpointError(f"{path}: gdram checkpoint does not match its configuration: {error}") from None

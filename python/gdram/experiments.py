@@ -33,11 +33,21 @@ from typing import Any
 import torch
 
 from gdram.alignment import reinforce_alignment
-from gdram.checkpoint import load_state_file
-from gdram.cli import EMBEDDED_BATCH_SIZE, EMBEDDED_EPOCHS
+from gdram.checkpoint import CheckpointError, load_checkpoint
+from gdram.cli import EMBEDDED_BATCH_SIZE, EMBEDDED_EPOCHS, USER_ERRORS
+from gdram.cliutil import (
+    HelpFormatter,
+    OneLineParser,
+    error_line,
+    non_negative_int,
+    positive_float,
+    positive_int,
+    unit_fraction,
+)
 from gdram.config import MOVES, REWARDS, GDRAMConfig
-from gdram.data import DataSplits, TensorImages, batches, load_data
-from gdram.model import create_model
+from gdram.data import DATASETS, DataSplits, TensorImages, batches, load_data
+from gdram.files import write_json, write_text
+from gdram.model import check_model_size, create_model
 from gdram.train import Trainer, TrainSettings
 
 CORNERS = ((3, 3), (23, 3), (3, 23), (23, 23))  # top-left pixel of each 6x6 patch on a 32x32 image
@@ -174,7 +184,7 @@ def attention(
                 trainer = Trainer(config, data, settings, run_dir, {"source": dataset}, quiet=True)
             summary = trainer.fit()
             summary["wall_seconds"] = time.perf_counter() - started
-            done.write_text(json.dumps(summary, indent=2) + "\n")
+            write_json(done, summary)  # atomically: a half-written summary would stop the next rerun
         summary.update(policy=policy, guidance=fraction, seed=seed, run=run_name(policy, fraction, seed))
         summaries.append(summary)
         print(
@@ -279,14 +289,25 @@ def alignment(
     (its mean at the centre with ``zero_init_mu``), so that the reward its classifier gives can be
     asked where it points. ``overrides``: :class:`GDRAMConfig` fields to change (e.g. ``moves``).
     """
-    state = load_state_file(checkpoint)
-    config = dataclasses.replace(
-        GDRAMConfig.from_dict(state["config"], state.get("train")), policy="learned", **overrides
-    )
-    model = create_model(config)
-    fresh = sorted({key.split(".")[0] for key in model.load_state_dict(state["model"], strict=False).missing_keys})
+    state = load_checkpoint(checkpoint)
+    try:
+        config = dataclasses.replace(
+            GDRAMConfig.from_dict(state["config"], state.get("train")), policy="learned", **overrides
+        )
+    except (TypeError, ValueError) as error:
+        raise CheckpointError(f"{checkpoint}: a gdram checkpoint whose configuration is refused: {error}") from None
+    if config.variant == "cnn":
+        raise ValueError(f"{checkpoint} is the CNN baseline: it makes no moves to align")
+    check_model_size(config, str(checkpoint))
     data = load_data(dataset)
     batch, labels, boxes = next(iter(batches(data.val, images, boxes=True)))
+    if not bool(torch.isfinite(boxes).all()):
+        raise ValueError(
+            f"{data.name} has no target box for every validation image: alignment measures the direction to "
+            "the target, pass a --dataset with boxes (an embedded one)"
+        )
+    model = create_model(config)
+    fresh = sorted({key.split(".")[0] for key in model.load_state_dict(state["model"], strict=False).missing_keys})
     lines = [
         f"{checkpoint}: {len(labels)} validation images, {episodes} episodes each"
         + (f"; fresh (untrained) modules: {', '.join(fresh)}" if fresh else ""),
@@ -319,19 +340,39 @@ def _ingredient(text: str) -> tuple[str, Any]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
+    """Entry point of ``python -m gdram.experiments``; returns the exit code (2: a bad argument, checked
+    before any run starts; 1: bad input or a failed run, one line; 130: interrupted)."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        _check_arguments(args)
+    except ValueError as error:
+        parser.error(str(error))
+    try:
+        return _run(args)
+    except KeyboardInterrupt:
+        print(f"\n{parser.prog}: interrupted", file=sys.stderr)
+        return 130
+    except USER_ERRORS as error:
+        print(f"{parser.prog}: error: {error_line(error)}", file=sys.stderr)
+        return 1
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The experiments' command line: checked option types, one-line usage errors (exit 2)."""
+    parser = OneLineParser(
         prog="python -m gdram.experiments",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
         description="Rerunnable experiments of the gdram package.",
     )
     commands = parser.add_subparsers(dest="experiment", required=True)
     run = commands.add_parser(
         "attention",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
         help="learned vs random vs centre glimpses (and location guidance), several seeds",
     )
     run.add_argument("--dataset", default="cluttered-digits", help="a named data set (an embedded one: no network)")
-    run.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="seeds of every policy")
+    run.add_argument("--seeds", type=non_negative_int, nargs="+", default=[0, 1, 2], help="seeds of every policy")
     run.add_argument(
         "--policies",
         nargs="+",
@@ -341,14 +382,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     run.add_argument(
         "--guidance",
-        type=float,
+        type=unit_fraction,
         nargs="*",
         default=[],
         help="also train learned with these shares of training boxes (LG-DRAM), e.g. 0.01 0.05 1",
     )
-    run.add_argument("--guidance-seeds", type=int, nargs="+", default=[0], help="seeds of the guided runs")
-    run.add_argument("--epochs", type=int, default=EMBEDDED_EPOCHS, help="epochs of every run")
-    run.add_argument("--batch-size", type=int, default=EMBEDDED_BATCH_SIZE, help="images per step")
+    run.add_argument("--guidance-seeds", type=non_negative_int, nargs="+", default=[0], help="seeds of the guided runs")
+    run.add_argument("--epochs", type=positive_int, default=EMBEDDED_EPOCHS, help="epochs of every run")
+    run.add_argument("--batch-size", type=positive_int, default=EMBEDDED_BATCH_SIZE, help="images per step")
     run.add_argument("--recipe", default="robust", choices=["robust", "paper"], help="training recipe")
     run.add_argument(
         "--set",
@@ -367,27 +408,67 @@ def main(argv: Sequence[str] | None = None) -> int:
     run.add_argument("--out", type=Path, help="output folder (default: experiments/attention-<dataset>)")
     small = commands.add_parser(
         "corner",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
         help="recipes and policies on a tiny task only one glimpse place solves (minutes)",
     )
-    small.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="seeds of every run")
+    small.add_argument("--seeds", type=non_negative_int, nargs="+", default=[0, 1, 2], help="seeds of every run")
     small.add_argument("--out", type=Path, default=Path("experiments") / "corner", help="output folder")
     aim = commands.add_parser(
         "alignment",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
         help="does the REINFORCE estimate of a trained model point at the target? (seconds)",
     )
     aim.add_argument("checkpoint", type=Path, help="a run's best.pt or last.pt")
     aim.add_argument("--dataset", default="cluttered-digits", help="the data set it was trained on (with boxes)")
     aim.add_argument(
-        "--sigmas", type=float, nargs="+", help="exploration sigmas to try instead of the model's own learned one"
+        "--sigmas",
+        type=positive_float,
+        nargs="+",
+        help="exploration sigmas to try instead of the model's own learned one",
     )
     aim.add_argument("--rewards", nargs="+", default=["gain", "probs"], choices=REWARDS, help="rewards to try")
-    aim.add_argument("--images", type=int, default=48, help="validation images")
-    aim.add_argument("--episodes", type=int, default=64, help="sampled episodes per image")
+    aim.add_argument("--images", type=positive_int, default=48, help="validation images")
+    aim.add_argument("--episodes", type=positive_int, default=64, help="sampled episodes per image")
     aim.add_argument("--moves", choices=MOVES, help="override the model's moves")
     aim.add_argument("--bounded-mean", action=argparse.BooleanOptionalAction, help="override the model's bounded_mean")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def _check_arguments(args: argparse.Namespace) -> None:
+    """Check what argparse cannot before any run starts (``ValueError`` naming the argument)."""
+    out = getattr(args, "out", None)
+    if out is not None:
+        existing = next(place for place in (out, *out.parents) if place.exists())
+        if not existing.is_dir():
+            raise ValueError(f"argument --out: {existing} exists and is not a directory")
+    dataset = getattr(args, "dataset", None)
+    if dataset is not None and dataset not in DATASETS and not Path(dataset).expanduser().exists():
+        raise ValueError(f"argument --dataset: {dataset} is none of {', '.join(DATASETS)}, nor a file or folder")
+    if args.experiment == "alignment" and not args.checkpoint.is_file():
+        raise ValueError(f"argument checkpoint: {args.checkpoint}: no such checkpoint file")
+    if args.experiment != "attention":
+        return
+    ingredients = dict(args.set)
+    try:
+        GDRAMConfig(num_classes=2, in_channels=1, image_size=4096, recipe=args.recipe, **ingredients)
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"argument --set: {error}") from None
+    if args.init_from is not None:
+        plan = [(policy, 0.0, seed) for policy in args.policies for seed in args.seeds]
+        plan += [("learned", fraction, seed) for fraction in args.guidance for seed in args.guidance_seeds]
+        absent = [
+            str(path)
+            for path in (args.init_from / "runs" / run_name(*run) / "best.pt" for run in plan)
+            if not path.is_file()
+        ]
+        if absent:
+            raise ValueError(
+                f"argument --init-from: no {absent[0]}" + (f" (and {len(absent) - 1} more)" if len(absent) > 1 else "")
+            )
+
+
+def _run(args: argparse.Namespace) -> int:
+    """Run the experiment ``args`` asks for; returns the exit code."""
     if args.experiment == "alignment":
         overrides = {name: getattr(args, name) for name in ("moves", "bounded_mean") if getattr(args, name) is not None}
         markdown = alignment(
@@ -398,7 +479,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.experiment == "corner":
         markdown = corner(args.out, args.seeds)
         args.out.mkdir(parents=True, exist_ok=True)
-        (args.out / "results.md").write_text(markdown)
+        write_text(args.out / "results.md", markdown)
         print(markdown)
         return 0
     out = args.out or Path("experiments") / f"attention-{args.dataset}"
@@ -416,12 +497,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         dict(args.set),
         args.init_from,
     )
-    (out / "results.json").write_text(json.dumps(summaries, indent=2) + "\n")
+    write_json(out / "results.json", summaries)
     changed = "".join(f", {name}={value}" for name, value in args.set)
     changed += f", starting from {args.init_from}" if args.init_from else ""
     title = f"{args.dataset}, {args.epochs} epochs, batch {args.batch_size}, {args.recipe} recipe{changed}"
     markdown = f"{title}; test split, mean ± sd over seeds (%).\n\n" + table(summaries)
-    (out / "results.md").write_text(markdown)
+    write_text(out / "results.md", markdown)
     plot(summaries, out, title)
     print(markdown)
     return 0

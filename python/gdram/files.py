@@ -45,6 +45,11 @@ def write_json(path: str | Path, value: Any) -> None:
     write_text(path, json.dumps(value, indent=2) + "\n")
 
 
+def is_temporary(name: str) -> bool:
+    """Whether a file name is that of an :func:`atomic_write` temporary (``.<name>.<pid>.tmp``)."""
+    return _TEMPORARY.fullmatch(name) is not None
+
+
 def remove_stale_temporaries(directory: str | Path) -> list[Path]:
     """Delete the temporary files of :func:`atomic_write` calls of processes no longer running (left by
     a run killed while writing) in ``directory``; returns the deleted paths."""

@@ -347,3 +347,24 @@ def create_model(config: GDRAMConfig) -> GDRAM | CNNBaseline:
 def count_parameters(model: nn.Module) -> int:
     """Number of parameters (trainable or not) of ``model``."""
     return sum(parameter.numel() for parameter in model.parameters())
+
+
+MAX_PARAMETERS = 10**9  # a larger model is a typo (or a label that is no class index), not an experiment
+
+
+def check_model_size(config: GDRAMConfig, owner: str = "the model") -> None:
+    """Refuse a model of more than :data:`MAX_PARAMETERS` parameters, counted without allocating it.
+
+    ``owner`` names where ``config`` came from in the message (a checkpoint file, the flags).
+
+    Raises:
+        ValueError: the model is larger than the limit.
+    """
+    with torch.device("meta"):
+        count = count_parameters(create_model(config))
+    if count > MAX_PARAMETERS:
+        raise ValueError(
+            f"{owner} would have {count:,} parameters (at most {MAX_PARAMETERS:,}) with "
+            f"{config.num_classes:,} classes and hidden size {config.hidden_size}; check the data's "
+            "labels and --hidden-size"
+        )

@@ -30,14 +30,14 @@ from torch import nn
 from tqdm import tqdm
 
 from gdram.attention import run_policy
-from gdram.checkpoint import load_checkpoint, rng_state, set_rng_state
-from gdram.config import GDRAMConfig
+from gdram.checkpoint import CheckpointError, load_checkpoint, rng_state, set_rng_state
+from gdram.config import GDRAMConfig, python_scalars
 from gdram.data import DataSplits, TensorImages, batches, num_batches
 from gdram.distributed import any_over_ranks, barrier, current_distributed, resolve_device
 from gdram.evaluate import evaluation_totals, summarize
 from gdram.loss import border_loss, guidance_loss, hybrid_loss
 from gdram.metrics import Totals
-from gdram.model import GDRAM, create_model
+from gdram.model import GDRAM, check_model_size, create_model
 from gdram.runfiles import RunFiles
 
 # What a training epoch sums: each loss part times the batch size, right predictions, images.
@@ -94,6 +94,8 @@ class TrainSettings:
     init_from: str | None = None
 
     def __post_init__(self) -> None:
+        for field in dataclasses.fields(self):
+            setattr(self, field.name, python_scalars(getattr(self, field.name)))
         for name in ("epochs", "batch_size", "eval_batch_size", "lr_patience"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < (0 if name == "lr_patience" else 1):
@@ -116,6 +118,42 @@ class TrainSettings:
         """The settings stored in a checkpoint; the location policy, once stored here, is the model's
         (:meth:`GDRAMConfig.from_dict` reads it)."""
         return cls(**{name: value for name, value in values.items() if name != "policy"})
+
+
+# What Trainer.resume reads from last.pt besides the model (load_checkpoint checks model, config and epoch).
+RESUME_KEYS = ("train", "optimizer", "scheduler", "best_accuracy", "best_epoch", "metrics", "rng")
+
+
+def check_resumable(state: dict[str, Any], path: str | Path) -> None:
+    """Refuse a checkpoint :meth:`Trainer.resume` cannot continue: one written by another version of gdram
+    (state missing, settings this version does not know or refuses) or a model too large to build.
+
+    Raises:
+        CheckpointError: naming ``path``, what is wrong and what to do.
+    """
+    missing = [key for key in RESUME_KEYS if key not in state]
+    if missing:
+        raise CheckpointError(
+            f"{path}: cannot be resumed, it lacks {', '.join(missing)} (written by another version of gdram?); "
+            "gdram eval reads it, and --init-from starts a new run from its weights"
+        )
+    config, train = state["config"], state["train"]
+    if not isinstance(config, dict) or not isinstance(train, dict):
+        raise CheckpointError(f"{path}: cannot be resumed, its config or train settings are not a mapping")
+    unknown = sorted(set(config) - {field.name for field in dataclasses.fields(GDRAMConfig)}) + sorted(
+        set(train) - {field.name for field in dataclasses.fields(TrainSettings)} - {"policy"}
+    )
+    if unknown:
+        raise CheckpointError(
+            f"{path}: cannot be resumed, it holds settings this version of gdram does not know ({', '.join(unknown)}); "
+            "resume it with the gdram version that wrote it, or start a new run with --init-from"
+        )
+    try:
+        model_config = GDRAMConfig.from_dict(config, train)
+        TrainSettings.from_dict(train)
+        check_model_size(model_config, str(path))
+    except (TypeError, ValueError) as error:
+        raise CheckpointError(f"{path}: cannot be resumed: {error}") from None
 
 
 def epoch_seed(seed: int, epoch: int, rank: int = 0) -> int:
@@ -215,6 +253,14 @@ class Trainer:
                 f"{what} needs a target box for every training image; {self.data.name} has none "
                 "(box_train in a .npz file, or a generated cluttered set)"
             )
+        if oracle:  # validation and test run the oracle too: check them before epoch 1
+            for split in ("val", "test"):
+                stored = getattr(getattr(self.data, split), "stored_boxes", None)
+                if stored is None or not bool(torch.isfinite(stored).all()):
+                    raise ValueError(
+                        f"the oracle policy needs a target box for every image; the {split} split of "
+                        f"{self.data.name} lacks some (box_{split} in a .npz file, or a generated cluttered set)"
+                    )
         if oracle or settings.location_guidance == 0:
             return train
         count = round(settings.location_guidance * len(train))
@@ -240,8 +286,18 @@ class Trainer:
         quiet: bool = False,
         callbacks: Iterable[Callable[[Trainer, dict[str, Any]], None]] = (),
     ) -> Trainer:
-        """Continue the run in ``run_dir`` from its ``last.pt`` (optionally to a new number of ``epochs``)."""
-        state = load_checkpoint(Path(run_dir) / "last.pt")
+        """Continue the run in ``run_dir`` from its ``last.pt`` (optionally to a new number of ``epochs``).
+
+        A ``best.pt`` of a later epoch than ``last.pt`` (the run stopped between the two writes of an
+        epoch) is adopted as the best so far, so that the run's best is always the one ``best.pt`` holds.
+
+        Raises:
+            CheckpointError: ``last.pt`` cannot be resumed (:func:`check_resumable`), or its state does
+                not fit the model and optimiser it describes.
+        """
+        path = Path(run_dir) / "last.pt"
+        state = load_checkpoint(path)
+        check_resumable(state, path)
         settings = TrainSettings.from_dict(state["train"])
         if epochs is not None:
             settings = dataclasses.replace(settings, epochs=epochs)
@@ -249,14 +305,30 @@ class Trainer:
         fresh = dataclasses.replace(settings, init_from=None)  # last.pt holds the weights: init_from is history
         trainer = cls(config, data, fresh, run_dir, state.get("data"), quiet, callbacks)
         trainer.settings = settings
-        trainer.model.load_state_dict(state["model"])
-        trainer.optimizer.load_state_dict(state["optimizer"])
-        trainer.scheduler.load_state_dict(state["scheduler"])
+        try:
+            trainer.model.load_state_dict(state["model"])
+            trainer.optimizer.load_state_dict(state["optimizer"])
+            trainer.scheduler.load_state_dict(state["scheduler"])
+            set_rng_state(state["rng"])
+        except (KeyError, TypeError, ValueError, RuntimeError) as error:
+            detail = " ".join(str(error).split())[:300]
+            raise CheckpointError(
+                f"{path}: cannot be resumed, its state does not fit the model it describes ({detail})"
+            ) from None
         trainer.epoch = state["epoch"]
         trainer.best_accuracy, trainer.best_epoch = state["best_accuracy"], state["best_epoch"]
         trainer.history = list(state["metrics"])
-        set_rng_state(state["rng"])
+        trainer._adopt_later_best()
         return trainer
+
+    def _adopt_later_best(self) -> None:
+        """Take ``best.pt``'s best accuracy and epoch when it is ahead of ``last.pt`` (see :meth:`resume`)."""
+        best_path = self.run_dir / "best.pt"
+        if not best_path.is_file():
+            return
+        best = load_checkpoint(best_path)
+        if best["epoch"] > self.epoch and best.get("best_epoch") == best["epoch"] and "best_accuracy" in best:
+            self.best_accuracy, self.best_epoch = best["best_accuracy"], best["best_epoch"]
 
     # ------------------------------------------------------------------------------------- state
 
@@ -284,20 +356,20 @@ class Trainer:
         Returns the summary (also written to ``summary.json``): ``test_top1``, ``test_top5``,
         ``best_val_top1``, ``best_epoch``, ``epochs``, ``train_seconds``, ``run_dir``.
         """
-        if self.place.is_main:
-            self.files.start(
-                {
-                    "model": dataclasses.asdict(self.config),
-                    "train": dataclasses.asdict(self.settings),
-                    "data": self.data_spec,
-                }
-            )
-            self._log(
-                f"{self.data.describe()}; {self.config.variant} ({self.config.policy} policy), "
-                f"{sum(p.numel() for p in self.model.parameters()):,} parameters, on {self.device}"
-                + (f" x {self.place.world_size} processes" if self.place.enabled else "")
-            )
-        try:
+        try:  # the run directory's lock is given up however the run ends
+            if self.place.is_main:
+                self.files.start(
+                    {
+                        "model": dataclasses.asdict(self.config),
+                        "train": dataclasses.asdict(self.settings),
+                        "data": self.data_spec,
+                    }
+                )
+                self._log(
+                    f"{self.data.describe()}; {self.config.variant} ({self.config.policy} policy), "
+                    f"{sum(p.numel() for p in self.model.parameters()):,} parameters, on {self.device}"
+                    + (f" x {self.place.world_size} processes" if self.place.enabled else "")
+                )
             while self.epoch < self.settings.epochs:
                 record = self.train_epoch()
                 for callback in self.callbacks:

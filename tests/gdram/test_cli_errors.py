@@ -231,7 +231,7 @@ def test_a_full_disk_during_training_is_one_line_naming_the_checkpoint(tiny_npz,
 
     monkeypatch.setattr(checkpoint.torch, "save", disk_full)
     assert _train(tiny_npz, tmp_path / "r") == 1
-    _one_error_line(capsys, "last.pt: could not write the checkpoint (No space left on device)")
+    _one_error_line(capsys, "best.pt: could not write the checkpoint (No space left on device)")  # best.pt first
     assert not [name for name in os.listdir(tmp_path / "r") if name.endswith(".tmp")]
 
 
