@@ -22,12 +22,15 @@ _HOMES = {
     "LossParts": "gdram.loss",
     "POLICIES": "gdram.config",
     "RECIPES": "gdram.config",
+    "TNet": "gdram.tnet",
+    "TNetConfig": "gdram.tnet_config",
     "VARIANTS": "gdram.config",
     "count_parameters": "gdram.model",
     "create_model": "gdram.model",
     "from_official": "gdram.official",
     "guidance_loss": "gdram.loss",
     "hybrid_loss": "gdram.loss",
+    "tnet_loss": "gdram.tnet",
     "to_official": "gdram.official",
 }
 
@@ -39,12 +42,15 @@ __all__ = [
     "LossParts",
     "POLICIES",
     "RECIPES",
+    "TNet",
+    "TNetConfig",
     "VARIANTS",
     "count_parameters",
     "create_model",
     "from_official",
     "guidance_loss",
     "hybrid_loss",
+    "tnet_loss",
     "to_official",
 ]
 
@@ -67,3 +73,5 @@ if TYPE_CHECKING:
     from gdram.loss import LossParts, guidance_loss, hybrid_loss
     from gdram.model import GDRAM, CNNBaseline, GlimpseResult, count_parameters, create_model
     from gdram.official import from_official, to_official
+    from gdram.tnet import TNet, tnet_loss
+    from gdram.tnet_config import TNetConfig

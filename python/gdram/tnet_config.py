@@ -1,0 +1,142 @@
+"""``TNetConfig``: every hyper-parameter of TNet (Papadopoulos, Korus & Memon, NeurIPS 2021), validated and
+JSON round-trippable in the style of :class:`gdram.config.GDRAMConfig`.
+
+``TNetConfig()`` is the fMoW layout of the reference code at this package's scale: a 512 px image read
+top-down from a 64 px base over 3 levels, a 3x3 grid of half-side cells (stride a quarter of the parent's
+side: neighbours overlap by half), 2 cells kept at level 2 and 1 inside each at level 3 (5 backbone passes).
+``TNetConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg`` holds (lists come back as tuples).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from gdram.config import _check_positive_int, python_scalars
+from gdram_ext.contract import MODES as RETINA_MODES
+
+SAMPLINGS = ("topk", "gumbel")
+SMALL_CNN = "small_cnn"
+
+
+@dataclass
+class TNetConfig:
+    """Hyper-parameters of a TNet model.
+
+    Attributes:
+        num_classes: K, the number of classes.
+        in_channels: C, channels of the input images.
+        image_size: side of the square full-resolution input images, in pixels.
+        base_size: side of the backbone's input: every crop (the whole image at level 1, a cell deeper)
+            is resized to base_size x base_size.
+        levels: processing levels (>= 1); 1 reads only the whole image downscaled to base_size.
+        grid_size: n, the location module scores an n x n grid of cells over each attended box (>= 2).
+        cell_fraction: a cell's side over its parent box's side, in (0, 1); neighbouring cells lie
+            (1 - cell_fraction) / (n - 1) of the parent's side apart.
+        cells_per_level: one count per level after the first: cells kept inside each attended box of
+            the level before (each <= n * n); level l + 1 reads prod(cells_per_level[:l]) cells per image.
+        backbone: ``"small_cnn"`` (three 3x3 stride-2 conv + BatchNorm + ReLU layers, the CPU default) or
+            a torchvision classifier name (``"resnet18"``, ``"efficientnet_b0"``, ...), built with
+            random weights.
+        feature_size: F, width of each attended feature (and of the small CNN's last layer).
+        reinforce_weight: weight of the REINFORCE term in :func:`gdram.tnet.tnet_loss`.
+        per_feature_weight: weight of the per-feature cross-entropy (the same classifier on every
+            attended feature on its own).
+        sampling: how the cells are chosen in training: ``"topk"`` (the k most probable, deterministic,
+            as the reference code does) or ``"gumbel"`` (Gumbel top-k: k cells sampled without
+            replacement, the ordered sample's Plackett-Luce log-probability). Evaluation keeps the top k.
+        baseline_decay: the REINFORCE baseline is a moving average of the batch's mean reward,
+            b <- decay * b + (1 - decay) * mean(r).
+        baseline_init: the baseline's value before the first batch, in [0, 1].
+        retina_mode: how a box is resized to base_size: ``"area"`` (exact mean over each cell,
+            anti-aliased) or ``"bilinear"`` (one sample per output pixel, the reference's resize).
+    """
+
+    num_classes: int = 10
+    in_channels: int = 3
+    image_size: int = 512
+    base_size: int = 64
+    levels: int = 3
+    grid_size: int = 3
+    cell_fraction: float = 0.5
+    cells_per_level: tuple[int, ...] = (2, 1)
+    backbone: str = SMALL_CNN
+    feature_size: int = 128
+    reinforce_weight: float = 0.1
+    per_feature_weight: float = 1.0
+    sampling: str = "topk"
+    baseline_decay: float = 0.9
+    baseline_init: float = 0.5
+    retina_mode: str = "area"
+
+    def __post_init__(self) -> None:
+        for field in dataclasses.fields(self):  # NumPy numbers as Python's, JSON lists as tuples
+            setattr(self, field.name, python_scalars(getattr(self, field.name)))
+        if isinstance(self.cells_per_level, list):
+            self.cells_per_level = tuple(self.cells_per_level)
+        for name in ("num_classes", "in_channels", "image_size", "base_size", "levels", "feature_size"):
+            _check_positive_int(name, getattr(self, name))
+        _check_positive_int("grid_size", self.grid_size)
+        if self.grid_size < 2:
+            raise ValueError(f"grid_size must be at least 2, got {self.grid_size!r}")
+        if self.base_size > self.image_size:
+            raise ValueError(f"base_size ({self.base_size}) must not exceed image_size ({self.image_size})")
+        if self.num_classes < 2:
+            raise ValueError(f"num_classes must be at least 2, got {self.num_classes!r}")
+        if _not_number(self.cell_fraction) or not 0 < self.cell_fraction < 1:
+            raise ValueError(f"cell_fraction must lie in (0, 1), got {self.cell_fraction!r}")
+        self._check_cells_per_level()
+        if not isinstance(self.backbone, str) or not self.backbone:
+            raise ValueError(f"backbone must be 'small_cnn' or a torchvision classifier name, got {self.backbone!r}")
+        for name in ("reinforce_weight", "per_feature_weight"):
+            value = getattr(self, name)
+            if _not_number(value) or value < 0:
+                raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
+        if self.sampling not in SAMPLINGS:
+            raise ValueError(f"sampling must be one of {SAMPLINGS}, got {self.sampling!r}")
+        if _not_number(self.baseline_decay) or not 0 <= self.baseline_decay < 1:
+            raise ValueError(f"baseline_decay must lie in [0, 1), got {self.baseline_decay!r}")
+        if _not_number(self.baseline_init) or not 0 <= self.baseline_init <= 1:
+            raise ValueError(f"baseline_init must lie in [0, 1], got {self.baseline_init!r}")
+        if self.retina_mode not in RETINA_MODES:
+            raise ValueError(f"retina_mode must be one of {RETINA_MODES}, got {self.retina_mode!r}")
+
+    def _check_cells_per_level(self) -> None:
+        counts = self.cells_per_level
+        if not isinstance(counts, tuple) or len(counts) != self.levels - 1:
+            raise ValueError(
+                f"cells_per_level must be a tuple of levels - 1 = {self.levels - 1} counts, got {counts!r}"
+            )
+        cells = self.grid_size * self.grid_size
+        for count in counts:
+            if isinstance(count, bool) or not isinstance(count, int) or not 1 <= count <= cells:
+                raise ValueError(f"cells_per_level must hold integers in [1, {cells}] (n * n), got {counts!r}")
+
+    @property
+    def cell_stride(self) -> float:
+        """Distance between neighbouring cells' origins as a fraction of the parent's side."""
+        return (1 - self.cell_fraction) / (self.grid_size - 1)
+
+    @property
+    def boxes_per_level(self) -> tuple[int, ...]:
+        """Boxes read per image at each level: (1, k_2, k_2 * k_3, ...)."""
+        counts = [1]
+        for count in self.cells_per_level:
+            counts.append(counts[-1] * count)
+        return tuple(counts)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The fields as a JSON-serialisable dict (tuples become lists in JSON; :meth:`from_dict` restores them)."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> TNetConfig:
+        """The config :meth:`to_dict` wrote (also after a JSON trip); unknown keys raise ``TypeError``."""
+        return cls(**values)
+
+
+def _not_number(value: object) -> bool:
+    """Whether ``value`` is not a finite real number (bools are not numbers here)."""
+    return isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value)

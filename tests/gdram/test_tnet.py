@@ -1,0 +1,307 @@
+"""TNet's model core: shapes, the nested cell geometry, the cell choice, the loss and a task it must learn."""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from gdram import TNet, TNetConfig, tnet_loss
+from gdram.tnet import (
+    RewardBaseline,
+    TNetResult,
+    child_boxes,
+    choose_cells,
+    plackett_luce_log_prob,
+)
+
+from gdram_ext import box_glimpse
+
+
+def small_config(**changes: object) -> TNetConfig:
+    """A 3-level TNet on 128 px one-channel images: 3x3 grids of half cells, 2 then 1 kept, 32 px base."""
+    values: dict[str, object] = {
+        "num_classes": 5,
+        "in_channels": 1,
+        "image_size": 128,
+        "base_size": 32,
+        "feature_size": 16,
+    }
+    return TNetConfig(**{**values, **changes})
+
+
+def test_forward_gives_every_level_its_boxes_cells_and_log_probs_in_one_box_glimpse_call_each(
+    monkeypatch, one_thread
+) -> None:
+    import gdram.tnet
+
+    calls = []
+
+    def counting_box_glimpse(images, centres, sides, size, mode):
+        calls.append(tuple(centres.shape))
+        return box_glimpse(images, centres, sides, size, mode)
+
+    monkeypatch.setattr(gdram.tnet, "box_glimpse", counting_box_glimpse)
+    torch.manual_seed(0)
+    model = TNet(small_config())
+    result = model(torch.rand(4, 1, 128, 128))
+    assert calls == [(4, 1, 2), (4, 2, 2), (4, 2, 2)]  # one call per level, the whole batch's boxes
+    assert result.logits.shape == (4, 5)
+    assert result.feature_logits.shape == (4, 1 + 2 + 2, 5)
+    # one linear classifier: the mean feature's logits are the mean of every feature's own
+    torch.testing.assert_close(result.logits, result.feature_logits.mean(dim=1))
+    assert [tuple(c.shape) for c in result.centres] == [(4, 1, 2), (4, 2, 2), (4, 2, 2)]
+    assert [tuple(s.shape) for s in result.sides] == [(4, 1), (4, 2), (4, 2)]
+    assert [tuple(c.shape) for c in result.cells] == [(4, 2), (4, 2)]
+    assert [tuple(p.shape) for p in result.log_probs] == [(4, 2), (4, 2)]
+    assert result.log_prob.shape == (4,) and bool((result.log_prob < 0).all())
+    assert torch.equal(result.sides[1], torch.full((4, 2), 64.0))
+    assert torch.equal(result.sides[2], torch.full((4, 2), 32.0))
+    # nested: each level-3 box lies inside its parent (box m // k of level 2, k = 1 here)
+    for level in (1, 2):
+        kept = model.config.cells_per_level[level - 1]
+        parent_centres = result.centres[level - 1].repeat_interleave(kept, dim=1)
+        parent_sides = result.sides[level - 1].repeat_interleave(kept, dim=1)
+        reach = (result.centres[level] - parent_centres).abs() * 64 + result.sides[level][..., None] / 2
+        assert bool((reach <= parent_sides[..., None] / 2 + 1e-4).all())
+    with pytest.raises(ValueError, match="images must have shape"):
+        model(torch.rand(4, 3, 128, 128))
+
+
+def test_cell_geometry_matches_the_hand_computed_nested_boxes_and_the_crop_reads_them() -> None:
+    # 512 px image, 3x3 grid of half cells: 256 px cells, origins 128 px apart; their 128 px children 64 px apart.
+    whole_centre, whole_side = torch.zeros(1, 2), torch.tensor([512.0])
+    centres, sides = child_boxes(whole_centre, whole_side, torch.tensor([[2, 4]]), 512, 3, 0.5)
+    # cell (row 0, col 2): pixels x in [256, 512), y in [0, 256): centre (384, 128) -> (0.5, -0.5)
+    # cell (row 1, col 1): pixels [128, 384) both ways: the centre
+    torch.testing.assert_close(centres, torch.tensor([[[0.5, -0.5], [0.0, 0.0]]]))
+    torch.testing.assert_close(sides, torch.tensor([[256.0, 256.0]]))
+    child, child_side = child_boxes(centres[:, 0], sides[:, 0], torch.tensor([[7]]), 512, 3, 0.5)
+    # its cell (row 2, col 1): x in [256 + 64, 320 + 128) = [320, 448), y in [128, 256): centre (384, 192)
+    torch.testing.assert_close(child, torch.tensor([[[0.5, -0.25]]]))
+    torch.testing.assert_close(child_side, torch.tensor([[128.0]]))
+    # the box operator reads exactly those pixels (area mode: the 4x4 block means of x in [256, 512), y in [0, 256))
+    image = torch.rand(1, 1, 512, 512, dtype=torch.float64)
+    crop = box_glimpse(image, centres[:, :1].double(), sides[:, :1].double(), 64, "area")[:, 0]
+    torch.testing.assert_close(crop, F.avg_pool2d(image[:, :, 0:256, 256:512], 4))
+
+
+def test_gumbel_top_k_never_picks_a_cell_twice_and_draws_first_by_the_probabilities() -> None:
+    torch.manual_seed(0)
+    probabilities = torch.tensor([0.4, 0.25, 0.15, 0.1, 0.05, 0.02, 0.01, 0.01, 0.01])
+    log_probs = probabilities.log().expand(20000, 9)
+    cells, terms = choose_cells(log_probs, 5, sample=True)
+    assert cells.shape == (20000, 5) and terms.shape == (20000, 5)
+    assert bool((cells.sort(dim=1).values.diff(dim=1) > 0).all())  # 5 distinct cells in every row
+    first = torch.bincount(cells[:, 0], minlength=9).double() / 20000
+    torch.testing.assert_close(first, probabilities.double(), atol=0.015, rtol=0)
+    torch.testing.assert_close(terms, plackett_luce_log_prob(log_probs, cells))
+
+
+def test_plackett_luce_log_prob_of_a_known_ordered_sample_equals_the_hand_computed_value() -> None:
+    log_probs = torch.tensor([[0.5, 0.3, 0.2]]).log()
+    terms = plackett_luce_log_prob(log_probs, torch.tensor([[2, 0]]))
+    # P(2 first, then 0) = 0.2 * 0.5 / (1 - 0.2)
+    torch.testing.assert_close(terms, torch.tensor([[math.log(0.2), math.log(0.5 / 0.8)]]))
+    torch.testing.assert_close(terms.sum(), torch.tensor(math.log(0.2 * 0.5 / 0.8)))
+
+
+def test_top_k_keeps_the_most_probable_cells_with_their_own_log_probs() -> None:
+    log_probs = torch.tensor([[0.1, 0.6, 0.3], [0.5, 0.2, 0.3]]).log()
+    cells, terms = choose_cells(log_probs, 2, sample=False)
+    assert cells.tolist() == [[1, 2], [0, 2]]
+    torch.testing.assert_close(terms, torch.tensor([[0.6, 0.3], [0.5, 0.3]]).log())
+
+
+def test_gumbel_sampling_draws_cells_in_training_and_keeps_the_top_k_in_evaluation(one_thread) -> None:
+    torch.manual_seed(0)
+    model = TNet(small_config(sampling="gumbel", levels=2, cells_per_level=(3,)))
+    images = torch.rand(16, 1, 128, 128)
+    drawn = [model(images).cells[0] for _ in range(2)]
+    assert not torch.equal(drawn[0], drawn[1])
+    model.eval()
+    kept = [model(images).cells[0] for _ in range(2)]
+    assert torch.equal(kept[0], kept[1])
+    assert torch.equal(model(images, sample=False).cells[0], kept[0])
+
+
+@pytest.mark.parametrize("sampling", ["topk", "gumbel"])
+def test_location_module_learns_only_from_reinforce_and_the_backbone_not_from_it(sampling, one_thread) -> None:
+    torch.manual_seed(0)
+    config = small_config(sampling=sampling)
+    model = TNet(config)
+    result = model(torch.rand(6, 1, 128, 128))
+    parts = tnet_loss(result, torch.arange(6) % 5, config, model.reward_baseline)
+    location = list(model.location.parameters())
+    backbone = list(model.backbone.parameters())
+
+    def gradients(loss: torch.Tensor, parameters: list[torch.nn.Parameter]) -> list[torch.Tensor | None]:
+        return list(torch.autograd.grad(loss, parameters, retain_graph=True, allow_unused=True))
+
+    for loss in (parts.classification, parts.per_feature):
+        assert all(g is None for g in gradients(loss, location))
+    assert any(g is not None and g.abs().sum() > 0 for g in gradients(parts.reinforce, location))
+    assert all(g is None for g in gradients(parts.reinforce, backbone))
+    assert any(g is not None and g.abs().sum() > 0 for g in gradients(parts.per_feature, backbone))
+
+
+def test_loss_parts_on_a_hand_case_per_feature_cross_entropy_reinforce_and_baseline() -> None:
+    config = TNetConfig(num_classes=2, levels=2, cells_per_level=(1,), per_feature_weight=0.5, reinforce_weight=0.1)
+    feature_logits = torch.tensor([[[2.0, 0.0], [0.0, 1.0]], [[0.0, 0.0], [1.0, 3.0]]])  # (B=2, T=2, K=2)
+    logits = torch.tensor([[1.0, 0.0], [0.0, 1.0]])  # image 0 predicts 0, image 1 predicts 1
+    log_probs = [torch.tensor([[-0.5], [-2.0]])]
+    result = TNetResult(logits, feature_logits, [], [], [torch.zeros(2, 1, dtype=torch.long)], log_probs)
+    baseline = RewardBaseline(init=0.5, decay=0.9)
+    parts = tnet_loss(result, torch.tensor([0, 0]), config, baseline)
+
+    def ce(pair: tuple[float, float], label: int) -> float:
+        return -pair[label] + math.log(math.exp(pair[0]) + math.exp(pair[1]))
+
+    per_feature = (ce((2, 0), 0) + ce((0, 1), 0) + ce((0, 0), 0) + ce((1, 3), 0)) / 4
+    classification = (ce((1, 0), 0) + ce((0, 1), 0)) / 2
+    # rewards (1, 0), baseline 0.5: -mean((1 - 0.5) * -0.5, (0 - 0.5) * -2.0)
+    reinforce = -((0.5 * -0.5) + (-0.5 * -2.0)) / 2
+    torch.testing.assert_close(parts.per_feature, torch.tensor(per_feature))
+    torch.testing.assert_close(parts.classification, torch.tensor(classification))
+    torch.testing.assert_close(parts.reinforce, torch.tensor(reinforce))
+    torch.testing.assert_close(parts.total, torch.tensor(classification + 0.5 * per_feature + 0.1 * reinforce))
+    torch.testing.assert_close(baseline.value, torch.tensor(0.9 * 0.5 + 0.1 * 0.5))
+    tnet_loss(result, torch.tensor([0, 1]), config, baseline, update_baseline=False)
+    torch.testing.assert_close(baseline.value, torch.tensor(0.5))
+
+
+def test_one_level_reads_only_the_whole_image_and_has_no_reinforce_term(one_thread) -> None:
+    config = small_config(levels=1, cells_per_level=())
+    model = TNet(config)
+    result = model(torch.rand(3, 1, 128, 128))
+    assert result.feature_logits.shape == (3, 1, 5) and result.cells == [] and result.log_probs == []
+    parts = tnet_loss(result, torch.tensor([0, 1, 2]), config, model.reward_baseline)
+    assert parts.reinforce.item() == 0.0
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("num_classes", 1),
+        ("image_size", 0),
+        ("base_size", 1024),
+        ("levels", 0),
+        ("grid_size", 1),
+        ("cell_fraction", 1.0),
+        ("cell_fraction", float("nan")),
+        ("cells_per_level", (2,)),
+        ("cells_per_level", (10, 1)),
+        ("backbone", ""),
+        ("feature_size", 2.5),
+        ("reinforce_weight", -0.1),
+        ("per_feature_weight", float("inf")),
+        ("sampling", "random"),
+        ("baseline_decay", 1.0),
+        ("baseline_init", 1.5),
+        ("retina_mode", "nearest"),
+    ],
+)
+def test_config_validation_errors_name_the_field(field, value) -> None:
+    with pytest.raises(ValueError, match=field):
+        TNetConfig(**{field: value})
+
+
+def test_config_round_trips_through_json_and_accepts_numpy_numbers() -> None:
+    config = TNetConfig(
+        num_classes=np.int64(7), cells_per_level=[np.int32(3), 2], cell_fraction=np.float32(0.5), sampling="gumbel"
+    )
+    assert type(config.num_classes) is int and config.cells_per_level == (3, 2)
+    assert TNetConfig.from_dict(json.loads(json.dumps(config.to_dict()))) == config
+    assert config.boxes_per_level == (1, 3, 6) and config.cell_stride == 0.25
+
+
+@pytest.mark.parametrize("name", ["resnet18", "mobilenet_v3_small"])  # the avgpool + fc and the features bodies
+def test_torchvision_backbone_builds_by_name_and_runs_on_a_tiny_input(name, one_thread) -> None:
+    config = small_config(image_size=64, base_size=32, levels=2, grid_size=2, cells_per_level=(1,), backbone=name)
+    model = TNet(config)
+    result = model(torch.rand(2, 1, 64, 64))
+    assert result.logits.shape == (2, 5) and result.feature_logits.shape == (2, 2, 5)
+    with pytest.raises(ValueError, match="backbone"):
+        TNet(small_config(backbone="no_such_net"))
+
+
+def quadrant_images(labels: torch.Tensor, quadrants: torch.Tensor, grey: torch.Tensor) -> torch.Tensor:
+    """64x64 images of four 32 px quadrants, each holding a 24 px square (4 px from the quadrant's sides).
+
+    The square in ``quadrants`` (N,) is a 4 px bright frame around 16 px of 2 px stripes, horizontal for
+    label 0 and vertical for label 1 (``labels`` (N,)); the others are flat, of the grey levels ``grey``
+    (N, 4). Downscaled 4x (the whole image at a 16 px base) the stripes average to a flat 0.5 and the class
+    is gone; downscaled 2x (a quadrant at 16 px) they are 1 px stripes. Returns (N, 1, 64, 64).
+    """
+    count = labels.shape[0]
+    stripes = (torch.arange(16) // 2 % 2).float()
+    horizontal, vertical = stripes[:, None].expand(16, 16), stripes[None, :].expand(16, 16)
+    target = torch.ones(count, 24, 24)
+    target[:, 4:20, 4:20] = torch.where(labels[:, None, None] == 0, horizontal, vertical)
+    chosen = (torch.arange(4) == quadrants[:, None])[:, :, None, None]
+    squares = torch.where(chosen, target[:, None], grey[:, :, None, None].expand(count, 4, 24, 24))
+    tiles = F.pad(squares, (4, 4, 4, 4))  # (N, 4, 32, 32)
+    return tiles.view(count, 2, 2, 32, 32).permute(0, 1, 3, 2, 4).reshape(count, 1, 64, 64)
+
+
+def quadrant_task(count: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``count`` random :func:`quadrant_images`: (images (N, 1, 64, 64), labels (N,), quadrants (N,))."""
+    labels = torch.randint(0, 2, (count,), generator=generator)
+    quadrants = torch.randint(0, 4, (count,), generator=generator)
+    grey = 0.2 + 0.8 * torch.rand(count, 4, generator=generator)
+    return quadrant_images(labels, quadrants, grey), labels, quadrants
+
+
+def test_quadrant_task_class_is_invisible_in_the_downscaled_image_and_visible_in_its_quadrant() -> None:
+    grey = torch.full((2, 4), 0.6)
+    images = quadrant_images(torch.tensor([0, 1]), torch.tensor([3, 3]), grey)
+    whole = box_glimpse(images, torch.zeros(2, 1, 2), torch.full((2, 1), 64.0), 16, "area")
+    torch.testing.assert_close(whole[0], whole[1])
+    quadrant = box_glimpse(images, torch.full((2, 1, 2), 0.5), torch.full((2, 1), 32.0), 16, "area")
+    assert (quadrant[0] - quadrant[1]).abs().max() == 1.0
+
+
+def test_learned_cell_choice_solves_a_task_that_the_downscaled_image_cannot(one_thread) -> None:
+    """SLOW (a few seconds, at most 30 s of training on one CPU thread): TNet with a 2x2 grid of half
+    cells must learn which quadrant to read (the class is only visible there, see the test above); a
+    random cell is right 1 time in 4 (top-1 about 0.625)."""
+    torch.manual_seed(0)
+    generator = torch.Generator().manual_seed(0)
+    config = TNetConfig(
+        num_classes=2,
+        in_channels=1,
+        image_size=64,
+        base_size=16,
+        levels=2,
+        grid_size=2,
+        cell_fraction=0.5,
+        cells_per_level=(1,),
+        feature_size=32,
+    )
+    model = TNet(config)
+    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
+    test_images, test_labels, test_quadrants = quadrant_task(512, generator)
+
+    def evaluate() -> tuple[float, float]:
+        model.eval()
+        with torch.no_grad():
+            result = model(test_images)
+        model.train()
+        top1 = (result.logits.argmax(dim=1) == test_labels).float().mean().item()
+        return top1, (result.cells[0][:, 0] == test_quadrants).float().mean().item()
+
+    assert evaluate()[1] < 0.5  # the untrained location module does not know where to look
+    start, top1, hit = time.perf_counter(), 0.0, 0.0
+    while time.perf_counter() - start < 30 and top1 < 0.97:
+        for _ in range(25):
+            batch, batch_labels, _ = quadrant_task(64, generator)
+            loss = tnet_loss(model(batch), batch_labels, config, model.reward_baseline).total
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+        top1, hit = evaluate()
+    assert top1 >= 0.97 and hit >= 0.95, (top1, hit)
