@@ -25,6 +25,8 @@ are optional; they feed location guidance, the oracle policy and the attention m
 
 from __future__ import annotations
 
+import struct
+import tokenize
 import zipfile
 import zlib
 from collections.abc import Iterator
@@ -45,8 +47,23 @@ PAPER_VAL = 10_000
 DATASETS = ("cluttered-digits", "cluttered-digits-128", "mnist", "cluttered-mnist", "cifar10", "cifar100")
 
 
-# What np.load raises on a truncated or damaged .npz (a bad CRC, a broken zip directory, a bad .npy header).
-_DAMAGED_NPZ = (OSError, ValueError, EOFError, SyntaxError, KeyError, zipfile.BadZipFile, zlib.error)
+# What np.load raises on a truncated or damaged .npz (a bad CRC, a broken zip directory, a bad .npy header: numpy
+# parses the header's text with ast and tokenize, and unpacks its fields with struct).
+_DAMAGED_NPZ = (
+    OSError,
+    ValueError,
+    EOFError,
+    SyntaxError,
+    KeyError,
+    TypeError,
+    IndexError,
+    OverflowError,
+    RuntimeError,  # zipfile: an unsupported compression method or an "encrypted" flag
+    struct.error,
+    tokenize.TokenError,
+    zipfile.BadZipFile,
+    zlib.error,
+)
 
 
 class DataError(ValueError):
