@@ -20,8 +20,6 @@ import errno
 import hashlib
 import json
 import os
-import zipfile
-import zlib
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -29,7 +27,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from gdram.files import atomic_write
+from gdram.files import DAMAGED_NPZ, atomic_write
 
 
 @dataclass(frozen=True)
@@ -230,7 +228,7 @@ def _read_cache(path: Path) -> dict[str, np.ndarray] | None:
     try:
         with np.load(path, allow_pickle=False) as stored:
             arrays = {name: stored[name] for name in stored.files}
-    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, zlib.error):
+    except DAMAGED_NPZ:
         return None
     return arrays if set(arrays) == _CACHE_ARRAYS else None
 

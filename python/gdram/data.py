@@ -25,10 +25,6 @@ are optional; they feed location guidance, the oracle policy and the attention m
 
 from __future__ import annotations
 
-import struct
-import tokenize
-import zipfile
-import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,29 +37,11 @@ from torch.utils.data import DataLoader, Dataset, Subset
 from gdram.cliutil import MAX_IMAGE_SIDE
 from gdram.cluttered import EMBEDDED_SPECS, ClutterSpec, cache_dir, cluttered_digits, generate_cluttered, resize_digits
 from gdram.datafiles import GRAY_MODES, check_images, read_image, require_npz, to_mode
+from gdram.files import DAMAGED_NPZ
 
 PAPER_SIZE = 128
 PAPER_VAL = 10_000
 DATASETS = ("cluttered-digits", "cluttered-digits-128", "mnist", "cluttered-mnist", "cifar10", "cifar100")
-
-
-# What np.load raises on a truncated or damaged .npz (a bad CRC, a broken zip directory, a bad .npy header: numpy
-# parses the header's text with ast and tokenize, and unpacks its fields with struct).
-_DAMAGED_NPZ = (
-    OSError,
-    ValueError,
-    EOFError,
-    SyntaxError,
-    KeyError,
-    TypeError,
-    IndexError,
-    OverflowError,
-    RuntimeError,  # zipfile: an unsupported compression method or an "encrypted" flag
-    struct.error,
-    tokenize.TokenError,
-    zipfile.BadZipFile,
-    zlib.error,
-)
 
 
 class DataError(ValueError):
@@ -246,7 +224,7 @@ def load_npz(
         raise DataError(f"{path}: no such file") from None
     except MemoryError:  # a damaged header can claim any shape
         raise DataError(f"{path}: not a readable .npz file (an array asks for more memory than there is)") from None
-    except _DAMAGED_NPZ as error:
+    except DAMAGED_NPZ as error:
         reason = " ".join(str(error).split())[:200] or type(error).__name__
         raise DataError(f"{path}: truncated, damaged or not a readable .npz file ({reason})") from None
     required = ["x_train", "y_train", "x_test", "y_test"]

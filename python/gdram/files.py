@@ -2,7 +2,8 @@
 
 A crash at any moment leaves either the old file or the new one, both whole. The temporary file
 is ``.<name>.<pid>.tmp``; one left behind by a process killed while writing is deleted by
-:func:`remove_stale_temporaries` when the next run starts.
+:func:`remove_stale_temporaries` when the next run starts. ``DAMAGED_NPZ`` names what reading a damaged
+``.npz`` back can raise, for the readers that must turn it into one line.
 """
 
 from __future__ import annotations
@@ -10,10 +11,33 @@ from __future__ import annotations
 import json
 import os
 import re
+import struct
+import tokenize
+import zipfile
+import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
+
+# What np.load raises on a truncated or damaged .npz: a bad CRC, a broken zip directory, zipfile's RuntimeError for a
+# flipped compression method or encryption flag, a bad .npy header (numpy parses its text with ast and tokenize and
+# unpacks its fields with struct).
+DAMAGED_NPZ = (
+    OSError,
+    ValueError,
+    EOFError,
+    SyntaxError,
+    KeyError,
+    TypeError,
+    IndexError,
+    OverflowError,
+    RuntimeError,
+    struct.error,
+    tokenize.TokenError,
+    zipfile.BadZipFile,
+    zlib.error,
+)
 
 _TEMPORARY = re.compile(r"\..+\.(\d+)\.tmp")  # .last.pt.<pid>.tmp, written by atomic_write
 
