@@ -17,7 +17,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -836,14 +836,23 @@ class _StopSignals:
     handler then raises "worker killed" errors anywhere, even in a finaliser during the unwinding.
     Once stopping, those are consequences of the stop, not failures: SIGCHLD goes back to its default,
     unraisable errors are silenced, and :func:`main` reports any error as the stop (exit 130 or 143).
+
+    The stop is raised wherever the main thread is, which can be inside a DataLoader's queue while it
+    holds a lock, and the unwinding can then wait on that lock for ever. So the stop also arms a
+    watchdog: if the command has not returned ``GRACE_SECONDS`` later, it prints the stop's line and
+    exits at once. Nothing is lost by that: every file of a run is written atomically, so any moment
+    leaves a run that resumes (the issue-22 interruption tests).
     """
 
     HANDLED = (signal.SIGINT, signal.SIGTERM, signal.SIGCHLD)
+    GRACE_SECONDS = 30.0
 
-    def __init__(self) -> None:
+    def __init__(self, stopped_line: Callable[[bool], str]) -> None:
         self.signum: int | None = None
         self._previous: dict[int, Any] = {}
         self._hook = sys.unraisablehook
+        self._stopped_line = stopped_line
+        self._watchdog: threading.Timer | None = None
 
     def __enter__(self) -> _StopSignals:
         if threading.current_thread() is threading.main_thread():
@@ -855,6 +864,8 @@ class _StopSignals:
         return self
 
     def __exit__(self, *exc_info: Any) -> None:
+        if self._watchdog is not None:
+            self._watchdog.cancel()
         for signum, handler in self._previous.items():
             signal.signal(signum, handler if handler is not None else signal.SIG_DFL)
         if self._previous:
@@ -869,7 +880,15 @@ class _StopSignals:
             return
         self.signum = signum
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)  # workers stopped by the same signal are no error
+        self._watchdog = threading.Timer(self.GRACE_SECONDS, self._exit_now)
+        self._watchdog.daemon = True
+        self._watchdog.start()
         raise _Terminated if signum == signal.SIGTERM else KeyboardInterrupt
+
+    def _exit_now(self) -> None:
+        """The watchdog: the unwinding is stuck; report the stop and leave without waiting for it."""
+        print(self._stopped_line(self.terminated), file=sys.stderr, flush=True)
+        os._exit(143 if self.terminated else 130)
 
     def _unraisable(self, unraisable: Any) -> None:
         if self.signum is None:
@@ -914,7 +933,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     args.run_dir = None  # the run directory, once known: for the interrupt hint and the traceback file
     command = {"train": _train, "eval": _eval, "visualize": _visualize}[args.command]
-    with _StopSignals() as stop:
+    with _StopSignals(lambda terminated: _stopped_line(args, terminated)) as stop:
         try:
             return command(args)
         except _UsageError as error:

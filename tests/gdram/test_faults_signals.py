@@ -107,3 +107,30 @@ def test_alignment_of_a_file_that_is_no_checkpoint_is_one_line(tmp_path, capsys)
     assert experiments(["alignment", str(tmp_path / "noise.pt")]) == 1
     err = capsys.readouterr().err
     assert "noise.pt: " in err and len(err.splitlines()) == 1 and "Traceback" not in err
+
+
+_STUCK_AFTER_A_STOP = """
+import os, signal, threading
+from gdram.cli import _StopSignals
+_StopSignals.GRACE_SECONDS = 1.0
+with _StopSignals(lambda terminated: "gdram train: interrupted (stuck unwinding)") as stop:
+    try:
+        os.kill(os.getpid(), signal.SIGINT)
+        threading.Event().wait(60)
+    except KeyboardInterrupt:
+        threading.Event().wait(60)  # a cleanup that never returns
+"""
+
+
+def test_a_stop_whose_unwinding_is_stuck_exits_after_the_grace_period_with_the_stop_line():
+    started = time.monotonic()
+    result = subprocess.run(
+        [sys.executable, "-c", _STUCK_AFTER_A_STOP],
+        capture_output=True,
+        text=True,
+        timeout=50,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
+    )
+    assert result.returncode == 130, result.stderr
+    assert result.stderr.strip().splitlines()[-1] == "gdram train: interrupted (stuck unwinding)"
+    assert time.monotonic() - started < 30
