@@ -52,8 +52,8 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 
 def _model(retina: str, device: torch.device) -> nn.Module:
     """The paper's GDRAM from seeded weights, with the named retina."""
-    from gdram.config import GDRAMConfig
-    from gdram.model import create_model
+    from gdram.models.config import GDRAMConfig
+    from gdram.models.gdram import create_model
 
     torch.manual_seed(0)
     model = create_model(GDRAMConfig()).to(device)
@@ -95,7 +95,7 @@ def _case(model: nn.Module, kind: str, batch: int, device: torch.device) -> tupl
 
 
 def test_train_step(benchmark, retina: str, device: torch.device, extra_info: dict[str, object]) -> None:
-    from gdram.loss import hybrid_loss
+    from gdram.training.loss import hybrid_loss
 
     model = _model(retina, device).train()
     images, labels = _data(model, TRAIN_BATCH, device)

@@ -15,23 +15,23 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 _HOMES = {
-    "CNNBaseline": "gdram.model",
-    "GDRAM": "gdram.model",
-    "GDRAMConfig": "gdram.config",
-    "GlimpseResult": "gdram.model",
-    "LossParts": "gdram.loss",
-    "POLICIES": "gdram.config",
-    "RECIPES": "gdram.config",
-    "TNet": "gdram.tnet",
-    "TNetConfig": "gdram.tnet_config",
-    "VARIANTS": "gdram.config",
-    "count_parameters": "gdram.model",
-    "create_model": "gdram.model",
-    "from_official": "gdram.official",
-    "guidance_loss": "gdram.loss",
-    "hybrid_loss": "gdram.loss",
-    "tnet_loss": "gdram.tnet",
-    "to_official": "gdram.official",
+    "CNNBaseline": "gdram.models.gdram",
+    "GDRAM": "gdram.models.gdram",
+    "GDRAMConfig": "gdram.models.config",
+    "GlimpseResult": "gdram.models.gdram",
+    "LossParts": "gdram.training.loss",
+    "POLICIES": "gdram.models.config",
+    "RECIPES": "gdram.models.config",
+    "TNet": "gdram.models.tnet",
+    "TNetConfig": "gdram.models.tnet_config",
+    "VARIANTS": "gdram.models.config",
+    "count_parameters": "gdram.models.gdram",
+    "create_model": "gdram.models.gdram",
+    "from_official": "gdram.models.official",
+    "guidance_loss": "gdram.training.loss",
+    "hybrid_loss": "gdram.training.loss",
+    "tnet_loss": "gdram.models.tnet",
+    "to_official": "gdram.models.official",
 }
 
 __all__ = [
@@ -69,9 +69,9 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:
-    from gdram.config import POLICIES, RECIPES, VARIANTS, GDRAMConfig
-    from gdram.loss import LossParts, guidance_loss, hybrid_loss
-    from gdram.model import GDRAM, CNNBaseline, GlimpseResult, count_parameters, create_model
-    from gdram.official import from_official, to_official
-    from gdram.tnet import TNet, tnet_loss
-    from gdram.tnet_config import TNetConfig
+    from gdram.models.config import POLICIES, RECIPES, VARIANTS, GDRAMConfig
+    from gdram.models.gdram import GDRAM, CNNBaseline, GlimpseResult, count_parameters, create_model
+    from gdram.models.official import from_official, to_official
+    from gdram.models.tnet import TNet, tnet_loss
+    from gdram.models.tnet_config import TNetConfig
+    from gdram.training.loss import LossParts, guidance_loss, hybrid_loss

@@ -2,6 +2,6 @@
 
 import sys
 
-from gdram.console import main
+from gdram.cli.console import main
 
 sys.exit(main())

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from gdram.cli import main
+from gdram.cli.main import main
 from tiny import TINY_MODEL, write_npz
 
 

@@ -1,11 +1,11 @@
-"""The alignment of the REINFORCE estimate with the direction to the target (gdram.alignment)."""
+"""The alignment of the REINFORCE estimate with the direction to the target (gdram.analysis.alignment)."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 from gdram import GDRAM
-from gdram.alignment import ascent_alignment, reinforce_alignment
+from gdram.analysis.alignment import ascent_alignment, reinforce_alignment
 from tiny import tiny_config
 
 

@@ -6,11 +6,12 @@ import numpy as np
 import pytest
 import torch
 from gdram import GDRAM, GDRAMConfig
-from gdram.attention import attention_metrics, box_centres, glimpse_counts, run_policy
-from gdram.cluttered import ClutterSpec, generate_cluttered
-from gdram.config import POLICIES
-from gdram.data import DataError, batches, load_npz
-from gdram.model import create_model
+from gdram.data.cluttered import ClutterSpec, generate_cluttered
+from gdram.data.datasets import DataError, batches
+from gdram.data.loading import load_npz
+from gdram.models.config import POLICIES
+from gdram.models.gdram import create_model
+from gdram.training.attention import attention_metrics, box_centres, glimpse_counts, run_policy
 
 SMALL = {
     "num_classes": 3,

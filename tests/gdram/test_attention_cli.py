@@ -7,8 +7,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from gdram.cli import main
-from gdram.experiments import plot, table
+from gdram.cli.main import main
+from gdram.experiments.studies import plot, table
 from tiny import TINY_MODEL, write_npz
 
 pytestmark = pytest.mark.usefixtures("one_thread")

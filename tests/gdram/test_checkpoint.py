@@ -5,12 +5,12 @@ from __future__ import annotations
 import os
 import random
 
-import gdram.checkpoint as checkpoint
 import gdram.files as files
+import gdram.training.checkpoint as checkpoint
 import numpy as np
 import pytest
 import torch
-from gdram.checkpoint import CheckpointError, load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from gdram.training.checkpoint import CheckpointError, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 
 
 def _state(epoch: int) -> dict:

@@ -6,17 +6,17 @@ import errno
 import os
 import random
 
-import gdram.checkpoint as checkpoint
 import gdram.files as files
+import gdram.training.checkpoint as checkpoint
 import pytest
 import torch
-from gdram.checkpoint import (
+from gdram.files import remove_stale_temporaries
+from gdram.training.checkpoint import (
     CheckpointError,
     CheckpointWriteError,
     load_checkpoint,
     save_checkpoint,
 )
-from gdram.files import remove_stale_temporaries
 
 
 def _state(epoch: int) -> dict:

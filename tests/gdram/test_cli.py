@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from gdram.cli import main
+from gdram.cli.main import main
 from PIL import Image
 from tiny import TINY_MODEL
 
@@ -130,11 +130,11 @@ def test_python_m_gdram_runs_the_cli_without_tracebacks(tmp_path):
 
 
 def test_eval_accepts_a_published_state_dict_with_a_data_set(tiny_npz, tmp_path, capsys, monkeypatch):
-    import gdram.cli as cli
-    from gdram.checkpoint import load_state_file
-    from gdram.config import GDRAMConfig
-    from gdram.model import GDRAM
-    from gdram.official import to_official
+    import gdram.cli.main as cli
+    from gdram.models.config import GDRAMConfig
+    from gdram.models.gdram import GDRAM
+    from gdram.models.official import to_official
+    from gdram.training.checkpoint import load_state_file
 
     model = GDRAM(
         GDRAMConfig(

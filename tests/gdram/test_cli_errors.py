@@ -12,13 +12,13 @@ import sys
 import time
 from pathlib import Path
 
-import gdram.checkpoint as checkpoint
-import gdram.cli as cli
+import gdram.cli.main as cli
+import gdram.training.checkpoint as checkpoint
 import numpy as np
 import pytest
 import torch
-from gdram.checkpoint import load_checkpoint, save_checkpoint
-from gdram.cli import build_parser, main
+from gdram.cli.main import build_parser, main
+from gdram.training.checkpoint import load_checkpoint, save_checkpoint
 from PIL import Image
 from tiny import TINY_MODEL, write_npz
 
@@ -71,7 +71,7 @@ def test_visualize_refuses_a_zoom_that_would_make_a_huge_picture(trained_run, tm
 
 
 def test_picture_size_limit_counts_every_frame_of_a_gif():
-    from gdram.visualize import MAX_PICTURE_PIXELS, check_picture_size, picture_size
+    from gdram.analysis.visualize import MAX_PICTURE_PIXELS, check_picture_size, picture_size
 
     check_picture_size(16, (128, 128), 2)
     assert picture_size(4, (10, 20), 3) == (2 * 60 + 4, 2 * 30 + 4)
@@ -191,8 +191,8 @@ def test_a_corrupt_image_stops_the_run_before_training_naming_the_file(tmp_path,
 
 
 def test_an_image_that_fails_to_decode_later_is_named(tmp_path):
-    from gdram.data import DataError
-    from gdram.datafiles import read_image
+    from gdram.data.datasets import DataError
+    from gdram.data.imagefiles import read_image
 
     good = tmp_path / "good.png"
     Image.fromarray(np.random.default_rng(0).integers(0, 256, (32, 32), dtype=np.uint8), "L").save(good)
@@ -236,12 +236,12 @@ def test_a_full_disk_during_training_is_one_line_naming_the_checkpoint(tiny_npz,
 
 
 def test_a_write_error_without_a_file_name_names_the_run_directory(tiny_npz, tmp_path, monkeypatch, capsys):
-    import gdram.runfiles
+    import gdram.training.runfiles
 
     def disk_full(path, text):
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(gdram.runfiles, "write_text", disk_full)
+    monkeypatch.setattr(gdram.training.runfiles, "write_text", disk_full)
     assert _train(tiny_npz, tmp_path / "r") == 1
     _one_error_line(capsys, f"No space left on device (run directory {tmp_path / 'r'})")
 
@@ -277,9 +277,9 @@ def test_an_unexpected_error_is_one_line_with_the_traceback_kept_in_a_file(train
 
 
 def test_ctrl_c_while_the_command_line_is_imported_exits_130_without_a_traceback(monkeypatch, capsys):
-    from gdram import console
+    from gdram.cli import console
 
-    monkeypatch.setitem(sys.modules, "gdram.cli", None)  # make `from gdram.cli import main` fail ...
+    monkeypatch.setitem(sys.modules, "gdram.cli.main", None)  # make `from gdram.cli.main import main` fail ...
     monkeypatch.setattr("builtins.__import__", _interrupting_import(__import__))  # ... with a KeyboardInterrupt
     assert console.main(["eval", "x.pt"]) == 130
     assert "interrupted" in capsys.readouterr().err
@@ -287,7 +287,7 @@ def test_ctrl_c_while_the_command_line_is_imported_exits_130_without_a_traceback
 
 def _interrupting_import(real_import):
     def fake(name, *args, **kwargs):
-        if name == "gdram.cli":
+        if name == "gdram.cli.main":
             raise KeyboardInterrupt
         return real_import(name, *args, **kwargs)
 
@@ -398,8 +398,8 @@ def test_resume_refuses_other_data_and_records_moved_data(tiny_npz, trained_run,
 
 
 def test_an_older_runs_relative_data_path_that_is_not_found_asks_for_data(tmp_path):
-    from gdram.data import DataError
-    from gdram.provenance import verify
+    from gdram.data.datasets import DataError
+    from gdram.data.provenance import verify
 
     with pytest.raises(DataError, match="data/d.npz: no such file or directory .*pass --data"):
         verify({"source": "data/d.npz"}, "run/best.pt")
@@ -407,7 +407,7 @@ def test_an_older_runs_relative_data_path_that_is_not_found_asks_for_data(tmp_pa
 
 
 def test_a_run_on_the_embedded_set_records_its_generator(tmp_path):
-    from gdram.provenance import locate, verify
+    from gdram.data.provenance import locate, verify
 
     spec = locate({"source": "cluttered-digits"})
     assert spec["generator"]["train_placements"] >= 1

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from gdram.cluttered import (
+from gdram.data.cluttered import (
     EMBEDDED_SPECS,
     ClutterSpec,
     EmbeddedSpec,
@@ -13,7 +13,8 @@ from gdram.cluttered import (
     generate_cluttered,
     split_by_source,
 )
-from gdram.data import DataError, TensorImages, batches, load_data, load_npz, num_batches
+from gdram.data.datasets import DataError, TensorImages, batches, num_batches
+from gdram.data.loading import load_data, load_npz
 from PIL import Image
 
 SMALL = ClutterSpec(canvas_size=32, digit_size=12, num_clutter=3, fragment_size=4)

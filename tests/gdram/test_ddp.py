@@ -22,8 +22,8 @@ def _worker(rank: int, world_size: int, port: int, run_dir: str) -> None:
         MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world_size), LOCAL_RANK=str(rank)
     )
     torch.set_num_threads(1)
-    from gdram.distributed import init_distributed
-    from gdram.train import Trainer, TrainSettings
+    from gdram.training.distributed import init_distributed
+    from gdram.training.trainer import Trainer, TrainSettings
     from tiny import tiny_config, tiny_data
 
     place = init_distributed("cpu")

@@ -14,17 +14,18 @@ import time
 import zipfile
 from pathlib import Path
 
-import gdram.cli as cli
-import gdram.cluttered as cluttered
+import gdram.cli.main as cli
+import gdram.data.cluttered as cluttered
 import numpy as np
 import pytest
 import torch
-from gdram.checkpoint import CheckpointError, load_checkpoint, load_state_file, save_checkpoint
-from gdram.cli import build_parser, main
-from gdram.cluttered import ClutterSpec, EmbeddedSpec, cache_path, cluttered_digits
-from gdram.config import GDRAMConfig
-from gdram.data import DataError, load_data, load_npz
-from gdram.evaluate import load_model
+from gdram.cli.main import build_parser, main
+from gdram.data.cluttered import ClutterSpec, EmbeddedSpec, cache_path, cluttered_digits
+from gdram.data.datasets import DataError
+from gdram.data.loading import load_data, load_npz
+from gdram.models.config import GDRAMConfig
+from gdram.training.checkpoint import CheckpointError, load_checkpoint, load_state_file, save_checkpoint
+from gdram.training.evaluate import load_model
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image

@@ -16,17 +16,17 @@ import sys
 import time
 from pathlib import Path
 
-import gdram.cli as cli
+import gdram.cli.main as cli
 import gdram.files as files
-import gdram.runfiles as runfiles
+import gdram.training.runfiles as runfiles
 import numpy as np
 import pytest
 import torch
-from gdram.checkpoint import load_checkpoint
-from gdram.cli import main
-from gdram.cliutil import write_traceback
-from gdram.runfiles import LOCK_NAME, RunFiles, claim_new_run_dir, lock_run_dir
-from gdram.train import Trainer, TrainSettings
+from gdram.cli.main import main
+from gdram.cli.options import write_traceback
+from gdram.training.checkpoint import load_checkpoint
+from gdram.training.runfiles import LOCK_NAME, RunFiles, claim_new_run_dir, lock_run_dir
+from gdram.training.trainer import Trainer, TrainSettings
 from PIL import Image
 from tiny import TINY_MODEL, tiny_config, tiny_data
 
@@ -84,7 +84,7 @@ def test_two_traceback_files_of_the_same_second_and_process_do_not_overwrite_eac
 
 _HOLDER = """
 import sys, time
-from gdram.runfiles import lock_run_dir
+from gdram.training.runfiles import lock_run_dir
 lock_run_dir(sys.argv[1])
 print("locked", flush=True)
 time.sleep(600)
@@ -159,7 +159,7 @@ def test_a_new_run_directory_is_claimed_exclusively(tmp_path):
 def test_a_library_run_takes_the_lock_of_its_directory(tmp_path):
     with lock_run_dir(tmp_path / "r"):
         code = (
-            "import sys; from gdram.runfiles import RunFiles; "
+            "import sys; from gdram.training.runfiles import RunFiles; "
             "RunFiles(sys.argv[1]).start({'model': {}, 'train': {}, 'data': {}})"
         )
         other = subprocess.run(

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from gdram.experiments import main as experiments
+from gdram.experiments.studies import main as experiments
 from PIL import Image
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -111,7 +111,7 @@ def test_alignment_of_a_file_that_is_no_checkpoint_is_one_line(tmp_path, capsys)
 
 _STUCK_AFTER_A_STOP = """
 import os, signal, threading
-from gdram.cli import _StopSignals
+from gdram.cli.main import _StopSignals
 _StopSignals.GRACE_SECONDS = 1.0
 with _StopSignals(lambda terminated: "gdram train: interrupted (stuck unwinding)") as stop:
     try:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from gdram.experiments import train_on_corner_task
+from gdram.experiments.studies import train_on_corner_task
 
 
 def test_reinforce_alone_learns_to_look_at_the_only_informative_place(tmp_path, one_thread) -> None:

@@ -18,7 +18,7 @@ from gdram import (
     create_model,
     hybrid_loss,
 )
-from gdram.networks import SIGMA_HIGH, SIGMA_LOW, uncertainty_weight
+from gdram.models.networks import SIGMA_HIGH, SIGMA_LOW, uncertainty_weight
 from tiny import SMALL
 from torch import nn
 

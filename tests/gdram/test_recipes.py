@@ -9,9 +9,9 @@ import math
 import pytest
 import torch
 from gdram import GDRAM, GDRAMConfig, hybrid_loss
-from gdram.config import RECIPE_INGREDIENTS
-from gdram.loss import border_loss, guidance_loss
-from gdram.networks import EmissionNetwork
+from gdram.models.config import RECIPE_INGREDIENTS
+from gdram.models.networks import EmissionNetwork
+from gdram.training.loss import border_loss, guidance_loss
 
 SMALL = {
     "num_classes": 4,

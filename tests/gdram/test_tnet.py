@@ -11,7 +11,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from gdram import TNet, TNetConfig, tnet_loss
-from gdram.tnet import (
+from gdram.models.tnet import (
     RewardBaseline,
     TNetResult,
     child_boxes,
@@ -37,7 +37,7 @@ def small_config(**changes: object) -> TNetConfig:
 def test_forward_gives_every_level_its_boxes_cells_and_log_probs_in_one_box_glimpse_call_each(
     monkeypatch, one_thread
 ) -> None:
-    import gdram.tnet
+    import gdram.models.tnet
 
     calls = []
 
@@ -45,7 +45,7 @@ def test_forward_gives_every_level_its_boxes_cells_and_log_probs_in_one_box_glim
         calls.append(tuple(centres.shape))
         return box_glimpse(images, centres, sides, size, mode)
 
-    monkeypatch.setattr(gdram.tnet, "box_glimpse", counting_box_glimpse)
+    monkeypatch.setattr(gdram.models.tnet, "box_glimpse", counting_box_glimpse)
     torch.manual_seed(0)
     model = TNet(small_config())
     result = model(torch.rand(4, 1, 128, 128))

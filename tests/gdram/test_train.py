@@ -5,16 +5,16 @@ from __future__ import annotations
 import dataclasses
 import json
 
-import gdram.train as train
+import gdram.training.trainer as train
 import pytest
 import torch
-from gdram.checkpoint import load_checkpoint, save_checkpoint
-from gdram.config import GDRAMConfig
-from gdram.evaluate import load_model
-from gdram.loss import LossParts
-from gdram.model import create_model
-from gdram.networks import FixedEmission
-from gdram.train import Trainer, TrainingDiverged, TrainSettings
+from gdram.models.config import GDRAMConfig
+from gdram.models.gdram import create_model
+from gdram.models.networks import FixedEmission
+from gdram.training.checkpoint import load_checkpoint, save_checkpoint
+from gdram.training.evaluate import load_model
+from gdram.training.loss import LossParts
+from gdram.training.trainer import Trainer, TrainingDiverged, TrainSettings
 from tiny import tiny_config, tiny_data
 
 TIMING_KEYS = {"train_seconds", "images_per_second"}

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from gdram.model import create_model
-from gdram.visualize import CORRECT, WRONG, draw_frames, draw_grid, draw_tile, glimpse_sides, save_picture
+from gdram.analysis.visualize import CORRECT, WRONG, draw_frames, draw_grid, draw_tile, glimpse_sides, save_picture
+from gdram.models.gdram import create_model
 from tiny import tiny_config
 
 

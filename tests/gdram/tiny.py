@@ -6,8 +6,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from gdram.config import GDRAMConfig
-from gdram.data import DataSplits, TensorImages
+from gdram.data.datasets import DataSplits, TensorImages
+from gdram.models.config import GDRAMConfig
 
 # A small GDRAM of the paper's recipe (5 classes, 32x32 RGB images, 3 glimpses of 2 scales of 8x8, width 16).
 SMALL = {

@@ -22,8 +22,8 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
-from gdram.config import GDRAMConfig
-from gdram.networks import (
+from gdram.models.config import GDRAMConfig
+from gdram.models.networks import (
     BaselineNetwork,
     ContextNetwork,
     CoreNetwork,
@@ -333,8 +333,8 @@ def create_model(config: GDRAMConfig) -> GDRAM | CNNBaseline:
     location ``config.policy``.
 
     ``"learned"`` and ``"oracle"``: the emission network (the oracle's locations are given at
-    run time by :func:`gdram.attention.run_policy`); ``"random"``/``"center"``: a
-    :class:`~gdram.networks.FixedEmission` in its place.
+    run time by :func:`gdram.training.attention.run_policy`); ``"random"``/``"center"``: a
+    :class:`~gdram.models.networks.FixedEmission` in its place.
     """
     if config.variant == "cnn":
         return CNNBaseline(config)

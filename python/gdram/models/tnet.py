@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from gdram.tnet_config import SMALL_CNN, TNetConfig
+from gdram.models.tnet_config import SMALL_CNN, TNetConfig
 from gdram_ext import box_glimpse
 
 POSITION_FREQUENCIES = 8  # sine/cosine frequencies per coordinate of (row, column, level)

@@ -24,9 +24,7 @@ from typing import Any
 
 import torch
 
-from gdram.checkpoint import CheckpointError, load_checkpoint, load_state_file
-from gdram.cliutil import (
-    MAX_IMAGE_SIDE,
+from gdram.cli.options import (
     HelpFormatter,
     OneLineParser,
     device_name,
@@ -40,17 +38,20 @@ from gdram.cliutil import (
     unit_fraction,
     write_traceback,
 )
-from gdram.cluttered import EMBEDDED_SPECS, check_cache
-from gdram.config import MOVES, POLICIES, POLICY_TRAINS, RECIPES, RETINA_MODES, REWARDS, VARIANTS, GDRAMConfig
-from gdram.data import DATASETS, DataError, DataSplits, batches, load_data
-from gdram.datacheck import check_classes, check_model_classes
-from gdram.distributed import Distributed, init_distributed, resolve_device
-from gdram.evaluate import evaluation_totals, measure_latency, model_from_state, summarize
+from gdram.data.classes import check_classes, check_model_classes
+from gdram.data.cluttered import EMBEDDED_SPECS, check_cache
+from gdram.data.datasets import DataError, DataSplits, batches
+from gdram.data.imagefiles import MAX_IMAGE_SIDE
+from gdram.data.loading import DATASETS, load_data
+from gdram.data.provenance import locate, same_data, verify
 from gdram.files import remove_stale_temporaries
-from gdram.model import check_model_size
-from gdram.provenance import locate, same_data, verify
-from gdram.runfiles import claim_new_run_dir, foreign_entries, lock_run_dir
-from gdram.train import Trainer, TrainingDiverged, TrainSettings, check_resumable
+from gdram.models.config import MOVES, POLICIES, POLICY_TRAINS, RECIPES, RETINA_MODES, REWARDS, VARIANTS, GDRAMConfig
+from gdram.models.gdram import check_model_size
+from gdram.training.checkpoint import CheckpointError, load_checkpoint, load_state_file
+from gdram.training.distributed import Distributed, init_distributed, resolve_device
+from gdram.training.evaluate import evaluation_totals, measure_latency, model_from_state, summarize
+from gdram.training.runfiles import claim_new_run_dir, foreign_entries, lock_run_dir
+from gdram.training.trainer import Trainer, TrainingDiverged, TrainSettings, check_resumable
 
 EMBEDDED_SETS = ("cluttered-digits", "cluttered-digits-128")
 EMBEDDED_EPOCHS = 6  # the embedded sets' few-minute CPU budget (see README, "Does it learn?")
@@ -793,7 +794,7 @@ def _eval(args: argparse.Namespace) -> int:
 
 
 def _visualize(args: argparse.Namespace) -> int:
-    from gdram.visualize import draw_frames, draw_grid, save_picture
+    from gdram.analysis.visualize import draw_frames, draw_grid, save_picture
 
     out = Path(args.out)
     if out.is_dir():

@@ -20,9 +20,9 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as F
 
-from gdram.attention import box_centres
-from gdram.loss import move_rewards
-from gdram.model import GDRAM
+from gdram.models.gdram import GDRAM
+from gdram.training.attention import box_centres
+from gdram.training.loss import move_rewards
 
 
 class Alignment(NamedTuple):
@@ -66,7 +66,7 @@ def reinforce_alignment(
 ) -> Alignment:
     """:func:`ascent_alignment` of ``model``'s policy on (N, C, H, W) ``images`` with their (N,) labels
     and (N, 4) boxes, from ``episodes`` sampled episodes per image (the model in eval mode, so that
-    BatchNorm uses its running statistics) and ``reward`` (see :func:`gdram.loss.hybrid_loss`)."""
+    BatchNorm uses its running statistics) and ``reward`` (see :func:`gdram.training.loss.hybrid_loss`)."""
     if episodes < 2:
         raise ValueError(f"episodes must be at least 2 (the baseline is their mean), got {episodes}")
     model.eval()

@@ -1,15 +1,15 @@
 """The REINFORCE trainer: the paper's recipe, checkpoints, resume, DDP, metrics.
 
-:class:`Trainer` orchestrates; the model comes from :func:`gdram.model.create_model` and the loss
-from :func:`gdram.loss.hybrid_loss`. Defaults are the paper's: hybrid loss, Adam (lr 1e-3),
+:class:`Trainer` orchestrates; the model comes from :func:`gdram.models.gdram.create_model` and the loss
+from :func:`gdram.training.loss.hybrid_loss`. Defaults are the paper's: hybrid loss, Adam (lr 1e-3),
 ``ReduceLROnPlateau`` on validation accuracy (factor 0.5, patience 5), batch 128, T = 8.
 
 Every epoch trains, validates, then (rank 0) writes ``last.pt`` and, when validation accuracy
-improves, ``best.pt``, and rewrites the metrics files (:class:`gdram.runfiles.RunFiles`).
+improves, ``best.pt``, and rewrites the metrics files (:class:`gdram.training.runfiles.RunFiles`).
 An epoch's randomness (data order, sampled glimpse moves) is seeded by (seed, epoch, rank), so a
 run resumed from ``last.pt`` ends exactly like an uninterrupted one on CPU.
 
-Under ``torchrun`` (``WORLD_SIZE`` > 1, :mod:`gdram.distributed`) the model is wrapped in
+Under ``torchrun`` (``WORLD_SIZE`` > 1, :mod:`gdram.training.distributed`) the model is wrapped in
 ``DistributedDataParallel``; each rank trains on its share of every epoch and validation metrics
 are summed over ranks.
 """
@@ -29,16 +29,16 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from gdram.attention import run_policy
-from gdram.checkpoint import CheckpointError, load_checkpoint, rng_state, set_rng_state
-from gdram.config import GDRAMConfig, python_scalars
-from gdram.data import DataSplits, TensorImages, batches, num_batches
-from gdram.distributed import any_over_ranks, barrier, current_distributed, resolve_device
-from gdram.evaluate import evaluation_totals, summarize
-from gdram.loss import border_loss, guidance_loss, hybrid_loss
-from gdram.metrics import Totals
-from gdram.model import GDRAM, check_model_size, create_model
-from gdram.runfiles import RunFiles
+from gdram.data.datasets import DataSplits, TensorImages, batches, num_batches
+from gdram.models.config import GDRAMConfig, python_scalars
+from gdram.models.gdram import GDRAM, check_model_size, create_model
+from gdram.training.attention import run_policy
+from gdram.training.checkpoint import CheckpointError, load_checkpoint, rng_state, set_rng_state
+from gdram.training.distributed import any_over_ranks, barrier, current_distributed, resolve_device
+from gdram.training.evaluate import evaluation_totals, summarize
+from gdram.training.loss import border_loss, guidance_loss, hybrid_loss
+from gdram.training.metrics import Totals
+from gdram.training.runfiles import RunFiles
 
 # What a training epoch sums: each loss part times the batch size, right predictions, images.
 TRAIN_TOTALS = ("loss", "classification", "baseline", "reinforce", "correct", "count")
@@ -67,7 +67,7 @@ class TrainSettings:
         eval_batch_size: images per validation/test batch.
         location_guidance: share of the training images whose target box is used (LG-DRAM): for
             them the policy's mean glimpses are also pulled towards the box centre by
-            :func:`gdram.loss.guidance_loss`; 0 is pure REINFORCE (the paper).
+            :func:`gdram.training.loss.guidance_loss`; 0 is pure REINFORCE (the paper).
         guidance_weight: weight of that loss in the total (10: at 1, the REINFORCE term's noise,
             of order 1 / sigma per sample, drowns it; measured on a tiny task in tests/gdram/test_learning.py).
         init_from: a gdram checkpoint (``best.pt``/``last.pt``) whose model weights start this run
@@ -333,7 +333,7 @@ class Trainer:
     # ------------------------------------------------------------------------------------- state
 
     def state(self) -> dict[str, Any]:
-        """Everything needed to resume, as plain data and tensors (see :mod:`gdram.checkpoint`)."""
+        """Everything needed to resume, as plain data and tensors (see :mod:`gdram.training.checkpoint`)."""
         return {
             "model": self.model.state_dict(),
             "config": dataclasses.asdict(self.config),
@@ -505,7 +505,7 @@ class Trainer:
             )
 
     def evaluate(self, dataset, fast: bool = False, sample: bool = False) -> dict[str, float | None]:
-        """:func:`gdram.evaluate.summarize` of ``dataset`` under the run's policy, shared out over the ranks."""
+        """:func:`~gdram.training.evaluate.summarize` of ``dataset`` under the run's policy, over the ranks."""
         totals = evaluation_totals(
             self.model,
             dataset,

@@ -1,7 +1,7 @@
 """The run directory's files, written by one writer (rank 0 of a run): every file atomically.
 
 ``config.json`` (the model, the training settings and the data), ``last.pt`` and ``best.pt``
-(:mod:`gdram.checkpoint`), ``metrics.jsonl`` and ``metrics.csv`` (one row per epoch, rewritten
+(:mod:`gdram.training.checkpoint`), ``metrics.jsonl`` and ``metrics.csv`` (one row per epoch, rewritten
 from the whole history so a resumed run has no stale rows), ``learning_curve.png``,
 ``summary.json``, and ``tensorboard/`` when TensorBoard is installed.
 
@@ -11,7 +11,7 @@ ends, however it ends, so a killed run never leaves a stale lock. :class:`RunFil
 the run starts, unless this process already holds it; :func:`claim_new_run_dir` creates a fresh
 directory exclusively, so that two runs started in the same second never share one. Within an
 epoch ``best.pt`` is written before ``last.pt``: an interruption between the two leaves a ``best.pt``
-ahead of ``last.pt``, which :meth:`gdram.train.Trainer.resume` adopts, never a ``last.pt`` that
+ahead of ``last.pt``, which :meth:`gdram.training.trainer.Trainer.resume` adopts, never a ``last.pt`` that
 names a best epoch ``best.pt`` does not hold.
 """
 
@@ -25,9 +25,9 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from gdram.checkpoint import save_checkpoint
 from gdram.files import atomic_write, is_temporary, write_json, write_text
-from gdram.plots import plot_learning_curve
+from gdram.training.checkpoint import save_checkpoint
+from gdram.training.plots import plot_learning_curve
 
 LOCK_NAME = ".gdram.lock"
 # What a run writes in its directory (besides the lock and the temporaries of gdram.files.atomic_write).
@@ -64,7 +64,7 @@ def foreign_entries(run_dir: Path) -> list[str]:
 
 
 def _is_traceback_file(name: str) -> bool:
-    return name.startswith("gdram-error-") and name.endswith(".txt")  # gdram.cliutil.write_traceback's
+    return name.startswith("gdram-error-") and name.endswith(".txt")  # gdram.cli.options.write_traceback's
 
 
 class RunDirError(ValueError):

@@ -1,4 +1,4 @@
-"""The networks of Gaussian RAM (ICCAS 2020), one ``nn.Module`` each; :mod:`gdram.model` wires them.
+"""The networks of Gaussian RAM (ICCAS 2020), one ``nn.Module`` each; :mod:`gdram.models.gdram` wires them.
 
 Shapes: B batch, C image channels, S retina scales, g glimpse size, N hidden size, K classes.
 Locations are (x, y) in [-1, 1] image coordinates (the retina op's convention).
@@ -152,7 +152,8 @@ class EmissionNetwork(nn.Module):
             nn.init.zeros_(self.mu.bias)
 
     def fix_sigma(self, sigma: float) -> None:
-        """Make every move's sigma ``sigma``, learned or not (a measurement's override, e.g. :mod:`gdram.alignment`)."""
+        """Make every move's sigma ``sigma``, learned or not (a measurement's override, e.g.
+        :mod:`gdram.analysis.alignment`)."""
         self.fixed_sigma = sigma
         self.log_sigma_mid, self.log_sigma_half = math.log(sigma), 0.0
 

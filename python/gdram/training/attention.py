@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from gdram.model import GlimpseResult
+from gdram.models.gdram import GlimpseResult
 
 BORDER_TOLERANCE = 1e-4  # a glimpse this close to the location clip counts as on the border
 # The sums of glimpse_counts, in its order.

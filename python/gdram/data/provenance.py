@@ -16,7 +16,8 @@ import os
 from pathlib import Path
 from typing import Any
 
-from gdram.data import DATASETS, DataError
+from gdram.data.datasets import DataError
+from gdram.data.loading import DATASETS
 
 _CHUNK = 1 << 20
 
@@ -39,7 +40,7 @@ def fingerprint(path: Path) -> str:
 
 def generator_parameters(source: str) -> dict[str, Any] | None:
     """The parameters a generated data set is made from (the embedded sets), or None for other sources."""
-    from gdram.cluttered import EMBEDDED_SPECS
+    from gdram.data.cluttered import EMBEDDED_SPECS
 
     if source not in EMBEDDED_SPECS:
         return None

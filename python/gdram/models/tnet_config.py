@@ -1,5 +1,5 @@
 """``TNetConfig``: every hyper-parameter of TNet (Papadopoulos, Korus & Memon, NeurIPS 2021), validated and
-JSON round-trippable in the style of :class:`gdram.config.GDRAMConfig`.
+JSON round-trippable in the style of :class:`gdram.models.config.GDRAMConfig`.
 
 ``TNetConfig()`` is the fMoW layout of the reference code at this package's scale: a 512 px image read
 top-down from a 64 px base over 3 levels, a 3x3 grid of half-side cells (stride a quarter of the parent's
@@ -14,7 +14,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from gdram.config import _check_positive_int, python_scalars
+from gdram.models.config import _check_positive_int, python_scalars
 from gdram_ext.contract import MODES as RETINA_MODES
 
 SAMPLINGS = ("topk", "gumbel")
@@ -41,7 +41,7 @@ class TNetConfig:
             a torchvision classifier name (``"resnet18"``, ``"efficientnet_b0"``, ...), built with
             random weights.
         feature_size: F, width of each attended feature (and of the small CNN's last layer).
-        reinforce_weight: weight of the REINFORCE term in :func:`gdram.tnet.tnet_loss`.
+        reinforce_weight: weight of the REINFORCE term in :func:`gdram.models.tnet.tnet_loss`.
         per_feature_weight: weight of the per-feature cross-entropy (the same classifier on every
             attended feature on its own).
         sampling: how the cells are chosen in training: ``"topk"`` (the k most probable, deterministic,

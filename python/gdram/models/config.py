@@ -124,7 +124,7 @@ class GDRAMConfig:
             network, the paper), or an ablation that shows what learned attention adds (attention
             variants only): ``"random"`` (uniformly random moves), ``"center"`` (every glimpse at
             the image centre), ``"oracle"`` (every glimpse at the target box's centre: the ceiling;
-            the model is the learned one, :func:`gdram.attention.run_policy` gives it the boxes).
+            the model is the learned one, :func:`gdram.training.attention.run_policy` gives it the boxes).
             A checkpoint written when the policy was a training setting is read with that setting.
         fixed_sigma: the move's standard deviation for the non-Gaussian variants.
         official_footprint: the published glimpse footprint, whose first scale spans
@@ -139,7 +139,7 @@ class GDRAMConfig:
             (e^-1/2, e^1/2), i.e. 29-79 px of noise per move on a 128-px image, a random walk;
             robust: (0.3, 1.0), with absolute moves and ``bounded_mean`` 0.24-0.81 of the image's
             half-width (8-26 px on a 64-px image), wide enough for the reward to say where the
-            target is (see :mod:`gdram.alignment`: at a fifth of that the REINFORCE estimate is
+            target is (see :mod:`gdram.analysis.alignment`: at a fifth of that the REINFORCE estimate is
             blind to it).
         weight_trains_sigma: the classification loss trains sigma through the uncertainty
             weight (eq. 12-16, paper); robust: the weight reads sigma detached, so sigma stays
@@ -164,12 +164,12 @@ class GDRAMConfig:
             predictions from t on (eq. 10), a per-step reward-to-go; ``"probs"``: the
             mean probability those step predictions give the label (graded: it tells a glimpse
             that helps from one that does not before the arg-max changes, and its REINFORCE
-            estimate points at the target more often, see :mod:`gdram.alignment`); ``"gain"`` (robust):
+            estimate points at the target more often, see :mod:`gdram.analysis.alignment`); ``"gain"`` (robust):
             what glimpse t alone adds, p_t(y) - p_{t-1}(y) of the step predictions (p_{-1} =
             1 / num_classes), no reward-to-go: each absolute move is judged by its own glimpse,
             without the noise of the moves after it (biased where a glimpse's worth is in what it
             tells later moves; one sample's estimate points at the target 1.4-1.5x as well as
-            with ``"probs"``, :mod:`gdram.alignment`).
+            with ``"probs"``, :mod:`gdram.analysis.alignment`).
         normalize_advantage: divide each step's advantage r - b_t by its standard deviation
             over the batch (robust), so the policy's step size does not follow the reward's scale.
         policy_lr_scale: the learning rate of the modules the policy gradient trains, relative
@@ -184,12 +184,12 @@ class GDRAMConfig:
             expects little reward (the empty border).
         episodes_per_image: K, sampled glimpse sequences of each training image per step; with
             K > 1 a move's baseline is the mean reward of the image's other episodes (see
-            :func:`gdram.loss.hybrid_loss`), and a step costs K times as much.
+            :func:`gdram.training.loss.hybrid_loss`), and a step costs K times as much.
         emission_batch_norm: BatchNorm in the emission network's hidden layer (paper). Early
             on the core states of a batch barely differ, so BatchNorm blows their differences
             up, and evaluation (running statistics) then sees other means than training did:
             the mean path saturates onto a border while the sampled one does not (robust: none).
-        border_penalty: weight of :func:`gdram.loss.border_loss`, which pulls a mean glimpse
+        border_penalty: weight of :func:`gdram.training.loss.border_loss`, which pulls a mean glimpse
             that left the image back to its border (the clip makes the outside a plateau with no
             reward gradient; the paper has none).
         moves: ``"relative"`` (paper, eq. 9): l_{t+1} = l_t + m * Δl_t, so the sampling noise of

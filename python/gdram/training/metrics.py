@@ -4,8 +4,8 @@
 >>> totals.add(loss=loss * batch, correct=correct, count=torch.tensor(float(batch)))
 >>> totals["loss"] / totals["count"]
 
-The trainer's names are :data:`gdram.train.TRAIN_TOTALS`, the evaluation's
-:data:`gdram.evaluate.EVAL_TOTALS`.
+The trainer's names are :data:`gdram.training.trainer.TRAIN_TOTALS`, the evaluation's
+:data:`gdram.training.evaluate.EVAL_TOTALS`.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 import torch
 
-from gdram.distributed import Distributed, sum_over_ranks
+from gdram.training.distributed import Distributed, sum_over_ranks
 
 
 class Totals:

@@ -7,9 +7,9 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as F
 
-from gdram.attention import box_centres
-from gdram.config import REWARDS
-from gdram.model import GlimpseResult
+from gdram.models.config import REWARDS
+from gdram.models.gdram import GlimpseResult
+from gdram.training.attention import box_centres
 
 # normalize_advantage divides by at least this: rewards lie in [0, 1], and a batch whose rewards
 # barely differ (all right, late in training) must not have its noise blown up to unit size.

@@ -1,7 +1,7 @@
 """Evaluation: loading a trained model, accuracy, glimpses used and latency.
 
 :func:`load_model` reads a gdram checkpoint (``best.pt``/``last.pt`` of a run) or one of the
-authors' published state dicts (through :func:`gdram.official.from_official`), never executing
+authors' published state dicts (through :func:`gdram.models.official.from_official`), never executing
 code from the file. :func:`evaluation_totals`/:func:`summarize` compute top-1/top-5 accuracy and
 mean glimpses (shared out over ranks by the trainer); :func:`measure_latency` times inference.
 """
@@ -17,13 +17,13 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
-from gdram.attention import GLIMPSE_COUNTS, attention_metrics, glimpse_counts, run_policy
-from gdram.checkpoint import FORMAT, CheckpointError, load_state_file
-from gdram.config import GDRAMConfig
-from gdram.data import batches
-from gdram.metrics import Totals
-from gdram.model import check_model_size, create_model
-from gdram.official import from_official
+from gdram.data.datasets import batches
+from gdram.models.config import GDRAMConfig
+from gdram.models.gdram import check_model_size, create_model
+from gdram.models.official import from_official
+from gdram.training.attention import GLIMPSE_COUNTS, attention_metrics, glimpse_counts, run_policy
+from gdram.training.checkpoint import FORMAT, CheckpointError, load_state_file
+from gdram.training.metrics import Totals
 
 # What an evaluation sums: cross-entropy, top-1 and top-5 hits, glimpses used, images, then the glimpse counts.
 EVAL_TOTALS = ("loss", "top1", "top5", "glimpses_used", "count", *GLIMPSE_COUNTS)
@@ -63,7 +63,7 @@ def load_model(path: str | Path, device: torch.device | str = "cpu", **official_
 def model_from_state(
     state: Any, path: str | Path, device: torch.device | str = "cpu", **official_overrides: Any
 ) -> LoadedModel:
-    """:func:`load_model` of a file already read by :func:`gdram.checkpoint.load_state_file` (``path``
+    """:func:`load_model` of a file already read by :func:`gdram.training.checkpoint.load_state_file` (``path``
     names it in errors), so that a caller can build it again, with other overrides, without reading it again."""
     if isinstance(state, dict) and state.get("format") == FORMAT:
         try:
@@ -105,7 +105,7 @@ def evaluation_totals(
     sample: bool = False,
 ) -> Totals:
     """Sums (:data:`EVAL_TOTALS`) over this rank's share of ``dataset``, under the model's location
-    policy (:func:`gdram.attention.run_policy`). Puts ``model`` in eval mode; ``sample`` draws the
+    policy (:func:`gdram.training.attention.run_policy`). Puts ``model`` in eval mode; ``sample`` draws the
     moves from the policy instead of following its mean."""
     model.eval()
     device = torch.device(device)

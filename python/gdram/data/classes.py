@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch.utils.data import Dataset, Subset
 
-from gdram.data import DataError, DataSplits, TensorImages
+from gdram.data.datasets import DataError, DataSplits, TensorImages
 
 MAX_CLASSES = 100_000  # ImageNet-21k has 21,841; more is a label that is not a class index
 

@@ -25,7 +25,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     in_main_thread = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGINT, _exit_while_loading) if in_main_thread else None
     try:
-        from gdram.cli import main as run
+        from gdram.cli.main import main as run
     except KeyboardInterrupt:
         print("\ngdram: interrupted", file=sys.stderr)
         return INTERRUPTED

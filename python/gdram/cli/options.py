@@ -18,7 +18,7 @@ import traceback
 from pathlib import Path
 from typing import NoReturn
 
-MAX_IMAGE_SIDE = 4096  # --image-size: a batch of 128 RGB images of 4096^2 already takes 26 GB
+from gdram.data.imagefiles import MAX_IMAGE_SIDE
 
 
 def positive_int(text: str) -> int:

@@ -14,6 +14,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from gdram.data.datasets import DataError
+
+MAX_IMAGE_SIDE = 4096  # --image-size: a batch of 128 RGB images of 4096^2 already takes 26 GB
 _UNREADABLE = (OSError, SyntaxError, ValueError, Image.DecompressionBombError)
 _SIGNATURES = {
     b"\x89PNG": "a PNG image",
@@ -41,8 +44,6 @@ def require_npz(path: Path) -> None:
 
     An unreadable or missing file passes: ``np.load`` reports it.
     """
-    from gdram.data import DataError
-
     try:
         with open(path, "rb") as stream:
             head = stream.read(8)
@@ -61,8 +62,6 @@ def read_image(path: str) -> Image.Image:
     Raises:
         DataError: the file is not an image PIL can decode; the message names it.
     """
-    from gdram.data import DataError
-
     try:
         image = Image.open(path)
         image.load()
@@ -80,8 +79,6 @@ def check_images(paths: Iterable[str], folder: str | Path) -> list[tuple[str, tu
     Raises:
         DataError: naming the first unreadable file and how many there are in ``folder``.
     """
-    from gdram.data import DataError
-
     unreadable, headers = [], []
     for path in paths:
         try:

@@ -11,7 +11,7 @@ location guidance on a share of the training boxes) for several seeds at the sam
 * ``attention.png``: test top-1 and glimpse hit rate per policy, and the validation curves.
 
 ``alignment`` asks a trained model's reward where the target is: the cosine between the REINFORCE
-estimate of each move and the direction to the target box (:mod:`gdram.alignment`), for several
+estimate of each move and the direction to the target box (:mod:`gdram.analysis.alignment`), for several
 exploration sigmas and rewards, in seconds.
 
 ``corner`` asks the attention question on a tiny task that only a glimpse at one place can solve
@@ -32,10 +32,9 @@ from typing import Any
 
 import torch
 
-from gdram.alignment import reinforce_alignment
-from gdram.checkpoint import CheckpointError, load_checkpoint
-from gdram.cli import EMBEDDED_BATCH_SIZE, EMBEDDED_EPOCHS, USER_ERRORS
-from gdram.cliutil import (
+from gdram.analysis.alignment import reinforce_alignment
+from gdram.cli.main import EMBEDDED_BATCH_SIZE, EMBEDDED_EPOCHS, USER_ERRORS
+from gdram.cli.options import (
     HelpFormatter,
     OneLineParser,
     error_line,
@@ -44,11 +43,13 @@ from gdram.cliutil import (
     positive_int,
     unit_fraction,
 )
-from gdram.config import MOVES, REWARDS, GDRAMConfig
-from gdram.data import DATASETS, DataSplits, TensorImages, batches, load_data
+from gdram.data.datasets import DataSplits, TensorImages, batches
+from gdram.data.loading import DATASETS, load_data
 from gdram.files import write_json, write_text
-from gdram.model import check_model_size, create_model
-from gdram.train import Trainer, TrainSettings
+from gdram.models.config import MOVES, REWARDS, GDRAMConfig
+from gdram.models.gdram import check_model_size, create_model
+from gdram.training.checkpoint import CheckpointError, load_checkpoint
+from gdram.training.trainer import Trainer, TrainSettings
 
 CORNERS = ((3, 3), (23, 3), (3, 23), (23, 23))  # top-left pixel of each 6x6 patch on a 32x32 image
 CORNER_RUNS = (
@@ -282,7 +283,7 @@ def alignment(
     episodes: int,
     overrides: dict[str, Any],
 ) -> str:
-    """:func:`gdram.alignment.reinforce_alignment` of a trained run's model on ``images`` validation
+    """:func:`gdram.analysis.alignment.reinforce_alignment` of a trained run's model on ``images`` validation
     images, for each exploration sigma (None: the model's own) and reward; returns the markdown table.
 
     A checkpoint trained with a fixed policy (centre, random) gets a fresh learned emission network
@@ -506,7 +507,3 @@ def _run(args: argparse.Namespace) -> int:
     plot(summaries, out, title)
     print(markdown)
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 from PIL import Image, ImageDraw, ImageFont
 
-from gdram.model import GDRAM
+from gdram.models.gdram import GDRAM
 from gdram_ext.contract import scale_sides
 
 CORRECT = (40, 220, 60)

@@ -25,8 +25,8 @@ from typing import Any
 
 import torch
 
-from gdram.config import GDRAMConfig
-from gdram.model import GDRAM
+from gdram.models.config import GDRAMConfig
+from gdram.models.gdram import GDRAM
 
 # (published prefix, this package's prefix); each key maps by its prefix, the suffix is kept.
 KEY_PREFIXES = (

@@ -1,0 +1,8 @@
+"""Rerunnable experiments (``python -m gdram.experiments``), the top of the package beside :mod:`gdram.cli`.
+
+- :mod:`~gdram.experiments.studies`: ``corner`` (a task only a learned glimpse can solve), ``attention`` (learned,
+  random, centre and oracle glimpses side by side, seeds, table and plot) and ``alignment`` (does the REINFORCE
+  estimate point at the target); each writes its runs, a JSON summary, a Markdown table and a picture.
+
+They train through :mod:`gdram.training` and measure through :mod:`gdram.analysis`.
+"""
