@@ -4,6 +4,11 @@
 >>> model = GDRAM(GDRAMConfig(num_classes=10))  # the paper's model
 >>> result = model(images)                       # GlimpseResult; result.logits is (B, 10)
 >>> loss = hybrid_loss(result, labels).total
+>>> summary = train("cluttered-digits", {"num_glimpses": 6}, {"epochs": 2})  # `gdram train` from Python
+
+The package, by role (each arrow one way): :mod:`gdram.models` and :mod:`gdram.data` <- :mod:`gdram.training`
+<- :mod:`gdram.analysis` <- :mod:`gdram.cli` and :mod:`gdram.experiments`; :mod:`gdram.files` (atomic writes)
+under all of them.
 
 The names are imported on first use, so that ``import gdram`` (and the ``gdram`` command line,
 which answers Ctrl-C while torch loads) starts without importing torch.
@@ -24,14 +29,18 @@ _HOMES = {
     "RECIPES": "gdram.models.config",
     "TNet": "gdram.models.tnet",
     "TNetConfig": "gdram.models.tnet_config",
+    "TrainSettings": "gdram.training.trainer",
+    "Trainer": "gdram.training.trainer",
     "VARIANTS": "gdram.models.config",
     "count_parameters": "gdram.models.gdram",
     "create_model": "gdram.models.gdram",
     "from_official": "gdram.models.official",
     "guidance_loss": "gdram.training.loss",
     "hybrid_loss": "gdram.training.loss",
+    "resume": "gdram.training.api",
     "tnet_loss": "gdram.models.tnet",
     "to_official": "gdram.models.official",
+    "train": "gdram.training.api",
 }
 
 __all__ = [
@@ -44,14 +53,18 @@ __all__ = [
     "RECIPES",
     "TNet",
     "TNetConfig",
+    "TrainSettings",
+    "Trainer",
     "VARIANTS",
     "count_parameters",
     "create_model",
     "from_official",
     "guidance_loss",
     "hybrid_loss",
+    "resume",
     "tnet_loss",
     "to_official",
+    "train",
 ]
 
 
@@ -74,4 +87,6 @@ if TYPE_CHECKING:
     from gdram.models.official import from_official, to_official
     from gdram.models.tnet import TNet, tnet_loss
     from gdram.models.tnet_config import TNetConfig
+    from gdram.training.api import resume, train
     from gdram.training.loss import LossParts, guidance_loss, hybrid_loss
+    from gdram.training.trainer import Trainer, TrainSettings

@@ -69,6 +69,20 @@ def write_json(path: str | Path, value: Any) -> None:
     write_text(path, json.dumps(value, indent=2) + "\n")
 
 
+def check_writable_place(folder: Path, what: str) -> None:
+    """Refuse ``folder`` (``what`` names it in the message) when it is a file, lies below one, or cannot be
+    created or written.
+
+    Raises:
+        ValueError: naming ``what`` and the place that is not a writable directory.
+    """
+    existing = next(place for place in (folder, *folder.parents) if place.exists())
+    if not existing.is_dir():
+        raise ValueError(f"{what}: {existing} exists and is not a directory")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ValueError(f"{what}: cannot write in {existing} (read-only or no permission)")
+
+
 def is_temporary(name: str) -> bool:
     """Whether a file name is that of an :func:`atomic_write` temporary (``.<name>.<pid>.tmp``)."""
     return _TEMPORARY.fullmatch(name) is not None

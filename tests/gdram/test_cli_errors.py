@@ -13,12 +13,15 @@ import time
 from pathlib import Path
 
 import gdram.cli.main as cli
+import gdram.files
 import gdram.training.checkpoint as checkpoint
 import numpy as np
 import pytest
 import torch
-from gdram.cli.main import build_parser, main
+from gdram.cli.main import main
+from gdram.cli.parser import build_parser
 from gdram.training.checkpoint import load_checkpoint, save_checkpoint
+from gdram.training.trainer import Trainer
 from PIL import Image
 from tiny import TINY_MODEL, write_npz
 
@@ -219,7 +222,7 @@ def test_init_from_a_missing_checkpoint_is_one_line_and_leaves_no_run(tiny_npz, 
 
 
 def test_a_read_only_run_directory_is_refused_before_loading_data(tiny_npz, tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(cli.os, "access", lambda path, mode: False)
+    monkeypatch.setattr(gdram.files.os, "access", lambda path, mode: False)
     assert _train(tiny_npz, tmp_path / "r") == 1
     _one_error_line(capsys, "cannot write in", "read-only or no permission")
 
@@ -478,7 +481,7 @@ def test_an_interrupt_names_the_real_run_and_suggests_resume_only_with_a_checkpo
     def interrupted(self):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(cli.Trainer, "fit", interrupted)
+    monkeypatch.setattr(Trainer, "fit", interrupted)
     assert _train(tiny_npz, tmp_path / "new") == 130
     err = capsys.readouterr().err
     assert f"\ngdram train: interrupted; no checkpoint was written in {tmp_path / 'new'} yet" in err
@@ -494,7 +497,7 @@ def test_sigterm_stops_like_ctrl_c_with_exit_code_143(tiny_npz, tmp_path, monkey
         os.kill(os.getpid(), signal.SIGTERM)
         time.sleep(5)
 
-    monkeypatch.setattr(cli.Trainer, "fit", terminated)
+    monkeypatch.setattr(Trainer, "fit", terminated)
     assert _train(tiny_npz, tmp_path / "r") == 143
     assert "gdram train: terminated" in capsys.readouterr().err
     assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL

@@ -14,18 +14,19 @@ import time
 import zipfile
 from pathlib import Path
 
-import gdram.cli.main as cli
 import gdram.data.cluttered as cluttered
 import numpy as np
 import pytest
 import torch
-from gdram.cli.main import build_parser, main
+from gdram.cli.main import main
+from gdram.cli.parser import build_parser
 from gdram.data.cluttered import ClutterSpec, EmbeddedSpec, cache_path, cluttered_digits
 from gdram.data.datasets import DataError
 from gdram.data.loading import load_data, load_npz
 from gdram.models.config import GDRAMConfig
 from gdram.training.checkpoint import CheckpointError, load_checkpoint, load_state_file, save_checkpoint
 from gdram.training.evaluate import load_model
+from gdram.training.trainer import Trainer
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
@@ -224,7 +225,7 @@ def test_a_cpu_out_of_memory_is_the_out_of_memory_line(tiny_npz, tmp_path, monke
     def allocate(self):
         torch.empty(2**62, dtype=torch.uint8)
 
-    monkeypatch.setattr(cli.Trainer, "fit", allocate)
+    monkeypatch.setattr(Trainer, "fit", allocate)
     assert _train(tiny_npz, tmp_path / "r") == 1
     _one_error_line(capsys, "error: out of memory", "lower --batch-size")
 

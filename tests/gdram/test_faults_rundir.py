@@ -16,8 +16,8 @@ import sys
 import time
 from pathlib import Path
 
-import gdram.cli.main as cli
 import gdram.files as files
+import gdram.training.api
 import gdram.training.runfiles as runfiles
 import numpy as np
 import pytest
@@ -143,7 +143,7 @@ def test_runs_started_in_the_same_second_with_the_default_out_get_their_own_dire
     tiny_npz, tmp_path, monkeypatch, capsys
 ):
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(cli.time, "strftime", lambda pattern: "20250101-000000")
+    monkeypatch.setattr(gdram.training.api.time, "strftime", lambda pattern: "20250101-000000")
     assert _train(tiny_npz, None) == 0
     assert _train(tiny_npz, None) == 0
     first, second = Path("runs/gdram-tiny-20250101-000000"), Path("runs/gdram-tiny-20250101-000000-2")
@@ -195,7 +195,7 @@ def test_an_existing_folder_that_is_not_a_run_is_refused_and_left_as_it_was(tiny
         (project / name).write_text(text)
     before = _snapshot(project)
     assert _train(tiny_npz, project) == 1
-    _one_error_line(capsys, f"--out {project} is a folder that is not a gdram run", "choose another --out")
+    _one_error_line(capsys, f"{project} is a folder that is not a gdram run", "choose another run directory")
     assert _snapshot(project) == before and sorted(os.listdir(project)) == sorted(contents)
 
 

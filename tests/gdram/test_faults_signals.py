@@ -111,9 +111,9 @@ def test_alignment_of_a_file_that_is_no_checkpoint_is_one_line(tmp_path, capsys)
 
 _STUCK_AFTER_A_STOP = """
 import os, signal, threading
-from gdram.cli.main import _StopSignals
-_StopSignals.GRACE_SECONDS = 1.0
-with _StopSignals(lambda terminated: "gdram train: interrupted (stuck unwinding)") as stop:
+from gdram.cli.signals import StopSignals
+StopSignals.GRACE_SECONDS = 1.0
+with StopSignals(lambda terminated: "gdram train: interrupted (stuck unwinding)") as stop:
     try:
         os.kill(os.getpid(), signal.SIGINT)
         threading.Event().wait(60)

@@ -1,10 +1,8 @@
-"""Data sets for glimpse classifiers: the paper's, the embedded default, and your own.
+"""Reading data sets for glimpse classifiers: the paper's, the embedded default, and your own.
 
-:func:`load_data` is the single entry point. It returns :class:`DataSplits`: train/val/test data
-sets that yield ``(image (C, H, W) float in [0, 1], label)`` plus what the model must be told
-(number of classes, channels, image size). Small sets live in memory as uint8 tensors
-(:class:`TensorImages`) and are batched by slicing (:func:`batches`), with no per-item Python
-work; folders of image files go through a ``DataLoader`` with workers and pinned memory.
+:func:`load_data` is the single entry point for a name or a path; :func:`from_arrays` takes arrays already in
+memory. Both return :class:`~gdram.data.datasets.DataSplits`. Small sets live in memory as uint8 tensors; folders
+of image files go through a ``DataLoader`` with workers and pinned memory.
 
 Sources:
 
@@ -14,17 +12,18 @@ Sources:
   (``download=True`` fetches them; without network a :class:`DataError` says so). Validation:
   the last 10,000 training images (after a fixed shuffle).
 * a ``.npz`` file with ``x_train, y_train, x_test, y_test`` (optional ``x_val, y_val``, and
-  ``box_train, box_val, box_test``: each image's target box).
+  ``box_train, box_val, box_test``: each image's target box); the same arrays in memory: :func:`from_arrays`.
+* a torchvision ``ImageFolder`` directory (with ``train/``, ``val/``, ``test/`` sub-folders, or one
+  folder that is split 80/10/10).
 
 Target boxes ((N, 4) x0, y0, x1, y1 in pixels of the stored image, pixel i spanning [i, i + 1))
 are optional; they feed location guidance, the oracle policy and the attention metrics.
 ``batches(..., boxes=True)`` yields them scaled to the returned image size, NaN where unknown.
-* a torchvision ``ImageFolder`` directory (with ``train/``, ``val/``, ``test/`` sub-folders, or one
-  folder that is split 80/10/10).
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
@@ -161,19 +160,37 @@ def load_npz(
     except DAMAGED_NPZ as error:
         reason = " ".join(str(error).split())[:200] or type(error).__name__
         raise DataError(f"{path}: truncated, damaged or not a readable .npz file ({reason})") from None
+    return from_arrays(arrays, path.name, val_fraction, seed, image_size, num_classes, path)
+
+
+def from_arrays(
+    arrays: Mapping[str, np.ndarray],
+    name: str = "arrays",
+    val_fraction: float = 0.1,
+    seed: int = 0,
+    image_size: tuple[int, int] | None = None,
+    num_classes: int | None = None,
+    path: Path | None = None,
+) -> DataSplits:
+    """Data splits from in-memory arrays named as in a ``.npz`` file (see :func:`load_npz`), checked the same way.
+
+    ``name`` names the data set (and, without ``path``, the arrays in error messages).
+    """
+    where = path or Path(name)
+    arrays = dict(arrays)
     required = ["x_train", "y_train", "x_test", "y_test"]
     if ("x_val" in arrays) != ("y_val" in arrays):
         required += ["x_val", "y_val"]
     missing = [name for name in required if name not in arrays]
     if missing:
-        raise DataError(f"{path}: missing array(s) {', '.join(missing)}; found {', '.join(sorted(arrays)) or 'none'}")
+        raise DataError(f"{where}: missing array(s) {', '.join(missing)}; found {', '.join(sorted(arrays)) or 'none'}")
     if "x_val" not in arrays:
         if "box_val" in arrays:
-            raise DataError(f"{path}: box_val given without x_val, y_val")
+            raise DataError(f"{where}: box_val given without x_val, y_val")
         arrays.update(
-            _hold_out(arrays["x_train"], arrays["y_train"], val_fraction, seed, path, arrays.get("box_train"))
+            _hold_out(arrays["x_train"], arrays["y_train"], val_fraction, seed, where, arrays.get("box_train"))
         )
-    return _from_arrays(path.name, arrays, num_classes, image_size, path)
+    return _from_arrays(name, arrays, num_classes, image_size, where)
 
 
 def _hold_out(

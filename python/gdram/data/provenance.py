@@ -74,6 +74,11 @@ def verify(spec: dict[str, Any], owner: str) -> None:
             parameters differ from this version's. Descriptions without a fingerprint pass.
     """
     source = spec["source"]
+    if spec.get("in_memory"):
+        raise DataError(
+            f"{owner} was trained on arrays given in memory ({source}), which no file holds: pass that data "
+            "again (--data or --dataset on the command line, data= in Python)"
+        )
     if "generator" in spec:
         if _plain(spec["generator"]) != _plain(generator_parameters(source)):
             raise DataError(

@@ -33,7 +33,6 @@ from typing import Any
 import torch
 
 from gdram.analysis.alignment import reinforce_alignment
-from gdram.cli.main import EMBEDDED_BATCH_SIZE, EMBEDDED_EPOCHS, USER_ERRORS
 from gdram.cli.options import (
     HelpFormatter,
     OneLineParser,
@@ -48,6 +47,7 @@ from gdram.data.loading import DATASETS, load_data
 from gdram.files import write_json, write_text
 from gdram.models.config import MOVES, REWARDS, GDRAMConfig
 from gdram.models.gdram import check_model_size, create_model
+from gdram.training.api import EMBEDDED_BATCH_SIZE, EMBEDDED_EPOCHS, USER_ERRORS
 from gdram.training.checkpoint import CheckpointError, load_checkpoint
 from gdram.training.trainer import Trainer, TrainSettings
 

@@ -1,5 +1,6 @@
 """Training: the loss, the trainer, its run directory and checkpoints, evaluation, and the Python training API.
 
+- :mod:`~gdram.training.api`: :func:`train` and :func:`resume`, what ``gdram train`` does, in one call.
 - :mod:`~gdram.training.loss`: the hybrid loss (eq. 21-24), location guidance, the border pull.
 - :mod:`~gdram.training.attention`: the policy's run (the oracle's boxes), hit rate and distances of the glimpses.
 - :mod:`~gdram.training.trainer`: :class:`Trainer` (one run: epochs, validation, best checkpoint, resume).
