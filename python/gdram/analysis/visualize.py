@@ -47,7 +47,7 @@ def trajectories(model: GDRAM, images: torch.Tensor, fast: bool = False) -> dict
     }
 
 
-def _to_pil(image: torch.Tensor, zoom: int) -> Image.Image:
+def to_picture(image: torch.Tensor, zoom: int) -> Image.Image:
     """(C, H, W) float in [0, 1] -> RGB PIL image ``zoom`` times larger (nearest neighbour)."""
     array = (image.clamp(0, 1) * 255).round().to(torch.uint8)
     array = array.expand(3, -1, -1) if array.shape[0] == 1 else array[:3]
@@ -67,7 +67,7 @@ def draw_tile(
     class_names: list[str] | None = None,
 ) -> Image.Image:
     """One image (C, H, W) with its first ``steps`` glimpses (``locations`` (T, 2), ``weights`` (T,))."""
-    tile = _to_pil(image, zoom).convert("RGBA")
+    tile = to_picture(image, zoom).convert("RGBA")
     overlay = Image.new("RGBA", tile.size, (0, 0, 0, 0))
     draw = ImageDraw.Draw(overlay)
     height, width = image.shape[-2:]
@@ -120,7 +120,7 @@ def check_picture_size(count: int, image_size: tuple[int, int], zoom: int, frame
     raise ValueError(f"the picture would be {shown}, over the limit of {MAX_PICTURE_PIXELS:,} pixels: {advice}")
 
 
-def _grid(tiles: list[Image.Image], columns: int, gap: int = GAP) -> Image.Image:
+def tile_grid(tiles: list[Image.Image], columns: int, gap: int = GAP) -> Image.Image:
     rows = math.ceil(len(tiles) / columns)
     width, height = tiles[0].size
     sheet = Image.new("RGB", (columns * width + (columns - 1) * gap, rows * height + (rows - 1) * gap), (60, 60, 60))
@@ -160,7 +160,7 @@ def _frames(
             )
             for i in range(len(images))
         ]
-        frames.append(_grid(tiles, columns))
+        frames.append(tile_grid(tiles, columns))
     return frames
 
 

@@ -22,12 +22,14 @@ from typing import Any
 import torch
 
 from gdram.cli.options import error_line, write_traceback
-from gdram.cli.parser import build_parser, config_fields, flag, train_settings
+from gdram.cli.parser import build_parser, config_fields, flag, misplaced_flags, train_settings
 from gdram.cli.signals import StopSignals, Terminated, stopped_line
 from gdram.data.classes import check_model_classes
 from gdram.data.datasets import DataSplits, batches
 from gdram.data.provenance import verify
 from gdram.files import check_writable_place
+from gdram.models.config import GDRAMConfig
+from gdram.models.tnet_config import TNetConfig
 from gdram.training.api import (
     USER_ERRORS,
     VAL_FRACTION,
@@ -40,7 +42,8 @@ from gdram.training.api import (
 )
 from gdram.training.checkpoint import load_state_file
 from gdram.training.distributed import current_distributed, resolve_device
-from gdram.training.evaluate import evaluation_totals, measure_latency, model_from_state, summarize
+from gdram.training.evaluate import evaluation_totals, measure_flops, measure_latency, model_from_state, summarize
+from gdram.training.families import family_of
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -54,17 +57,23 @@ def _train(args: argparse.Namespace) -> int:
         "warn": lambda warning: print(f"gdram train: warning: {warning}", file=sys.stderr),
         "on_run_dir": lambda run_dir: setattr(args, "run_dir", run_dir),
     }
+    misplaced = misplaced_flags(args)
+    if misplaced:
+        other = "GDRAM's (--model gdram)" if args.model == "tnet" else "TNet's (--model tnet)"
+        raise _UsageError(f"{', '.join(misplaced)}: {other} flags, not --model {args.model or 'gdram'}'s")
     fields, settings = config_fields(args), train_settings(args)
     try:
         if args.resume:
             if args.out is None:
                 raise _UsageError("--resume needs --out RUNDIR, the run to continue")
             settings.pop("epochs", None)
+            source = args.data or args.dataset
             run = resumed_run(
-                args.out, args.data or args.dataset, epochs=args.epochs, config=fields, settings=settings, **options
+                args.out, source, epochs=args.epochs, model=args.model, config=fields, settings=settings, **options
             )
         else:
-            run = training_run(args.data or args.dataset or "cluttered-digits", fields, settings, args.out, **options)
+            source = args.data or args.dataset or "cluttered-digits"
+            run = training_run(source, fields, settings, args.out, model=args.model or "gdram", **options)
         with run as trainer:
             main_process = current_distributed().is_main
             if main_process:
@@ -74,10 +83,11 @@ def _train(args: argparse.Namespace) -> int:
         raise _UsageError(_refusal(error, args)) from None
     if main_process:
         policy = "" if summary["variant"] == "cnn" else f" ({summary['policy']} policy)"
+        attended = "cell" if summary["variant"] == "tnet" else "glimpse"
         print(
             f"{summary['variant']}{policy} on {summary['dataset']}: test top-1 "
             f"{summary['test_top1']:.4f} top-5 {summary['test_top5']:.4f} (n={summary['test_n']})"
-            + ("" if summary["test_hit_rate"] is None else f", glimpse hit rate {summary['test_hit_rate']:.3f}")
+            + ("" if summary["test_hit_rate"] is None else f", {attended} hit rate {summary['test_hit_rate']:.3f}")
             + f", best val {summary['best_val_top1']:.4f} at epoch {summary['best_epoch']}/{summary['epochs']}, "
             f"{summary['train_seconds']:.0f}s training; run {summary['run_dir']}"
         )
@@ -139,14 +149,16 @@ def _load_for_eval(args: argparse.Namespace):
     if loaded.kind == "official":  # the published files do not say their image size: the data's
         loaded = model_from_state(state, args.checkpoint, device, image_size=data.image_size)
     config = loaded.model.config
-    if (config.in_channels, tuple(config.image_hw)) != (data.in_channels, tuple(data.image_size)):
+    _, channels, (height, width) = family_of(config).input_shape(config)
+    if (channels, height, width) != (data.in_channels, *data.image_size):
         raise ValueError(
-            f"{args.checkpoint} expects {config.in_channels}x{config.image_hw[0]}x{config.image_hw[1]} "
+            f"{args.checkpoint} expects {channels}x{height}x{width} "
             f"images but {data.name} has {data.in_channels}x{data.image_size[0]}x{data.image_size[1]}"
         )
     check_model_classes(config.num_classes, data, args.checkpoint)
-    if args.fast and config.variant == "cnn":
-        raise ValueError(f"--fast stops glimpsing early, but {args.checkpoint} is the CNN baseline (no glimpses)")
+    if args.fast and getattr(config, "variant", "tnet") in ("cnn", "tnet"):
+        what = "the CNN baseline (no glimpses)" if isinstance(config, GDRAMConfig) else "a TNet (no glimpses)"
+        raise ValueError(f"--fast stops glimpsing early, but {args.checkpoint} is {what}")
     return loaded, data, device
 
 
@@ -158,15 +170,19 @@ def _json_value(value: Any) -> Any:
 def _eval(args: argparse.Namespace) -> int:
     loaded, data, device = _load_for_eval(args)
     dataset = _split(data, args.split)
-    policy = loaded.model.config.policy
+    config = loaded.model.config
+    family = family_of(config)
     result: dict[str, Any] = summarize(evaluation_totals(loaded.model, dataset, args.batch_size, device, args.fast))
     result["sampled_top1"] = result["top1"]
-    if policy == "learned" and loaded.model.config.variant != "cnn":
+    if family.has_sampled_path(config) and getattr(config, "variant", None) != "cnn":
         sampled = evaluation_totals(loaded.model, dataset, args.batch_size, device, args.fast, sample=True)
         result["sampled_top1"] = summarize(sampled)["top1"]
+    result["flops_per_image"] = measure_flops(loaded.model, dataset, args.fast)
+    if isinstance(config, TNetConfig):
+        result["boxes_per_level"] = list(config.boxes_per_level)
     if not args.no_latency:
         result.update(measure_latency(loaded.model, dataset, device, args.fast, min(args.batch_size, 128)))
-    variant = loaded.model.config.variant
+    variant, policy = family.summary_fields(config)["variant"], config.policy
     result.update(
         checkpoint=str(args.checkpoint),
         kind=loaded.kind,
@@ -184,13 +200,20 @@ def _eval(args: argparse.Namespace) -> int:
     line = (
         f"{name} {args.checkpoint} on {data.name} {args.split} (n={result['n']}): top-1 {result['top1']:.4f} "
         f"top-5 {result['top5']:.4f} (sampled path {result['sampled_top1']:.4f}), "
-        f"{result['mean_glimpses']:.2f} glimpses/image"
+        + (
+            f"{result['mean_glimpses']:.2f} glimpses/image"
+            if family.name == "gdram"
+            else f"boxes read per level {'+'.join(map(str, result['boxes_per_level']))}"
+        )
+        + f", {result['flops_per_image'] / 1e6:.1f} MFLOPs/image"
     )
-    if result["hit_rate"] is not None:
+    if result["hit_rate"] is not None and family.name == "gdram":
         line += (
             f", glimpse hit rate {result['hit_rate']:.3f}, {result['box_distance_px']:.1f} px from the target, "
             f"{result['border_share']:.3f} on the border"
         )
+    elif result["hit_rate"] is not None:
+        line += f", cell hit rate {result['hit_rate']:.3f}, {result['box_distance_px']:.1f} px from the target"
     if not args.no_latency:
         line += (
             f", {result['latency_ms_batch1']:.2f} ms/image at batch 1, {result['latency_ms_batched']:.3f} "
@@ -201,6 +224,7 @@ def _eval(args: argparse.Namespace) -> int:
 
 
 def _visualize(args: argparse.Namespace) -> int:
+    from gdram.analysis.cells import draw_cell_frames
     from gdram.analysis.visualize import draw_frames, draw_grid, save_picture
 
     out = Path(args.out)
@@ -220,7 +244,10 @@ def _visualize(args: argparse.Namespace) -> int:
     picked = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(args.seed))[:count]
     images, labels = next(batches(torch.utils.data.Subset(dataset, picked.tolist()), count))
     images = images.to(next(loaded.model.parameters()).device)
-    if out.suffix.lower() == ".gif":
+    if isinstance(loaded.model.config, TNetConfig):
+        frames = draw_cell_frames(loaded.model, images, labels, args.zoom)
+        frames = frames if out.suffix.lower() == ".gif" else frames[-1:]
+    elif out.suffix.lower() == ".gif":
         frames = draw_frames(loaded.model, images, labels, args.fast, args.zoom)
     else:
         frames = [draw_grid(loaded.model, images, labels, args.fast, args.zoom)]

@@ -26,7 +26,9 @@ from gdram.cli.options import (
 )
 from gdram.data.loading import DATASETS
 from gdram.models.config import MOVES, POLICIES, POLICY_TRAINS, RECIPES, RETINA_MODES, REWARDS, VARIANTS, GDRAMConfig
+from gdram.models.tnet_config import SAMPLINGS, TNetConfig
 from gdram.training.api import DEFAULT_BATCH_SIZE, DEFAULT_EPOCHS, EMBEDDED_BATCH_SIZE, EMBEDDED_EPOCHS, VAL_FRACTION
+from gdram.training.families import FAMILIES
 from gdram.training.trainer import TrainSettings
 
 HELP_DEFAULTS: dict[str, Any] = {
@@ -73,8 +75,42 @@ def flag(name: str) -> str:
 
 
 def config_fields(args: argparse.Namespace) -> dict[str, Any]:
-    """The :class:`~gdram.models.config.GDRAMConfig` fields the ``train`` flags give (those left out: absent)."""
-    fields = {
+    """The config fields the ``train`` flags give (those left out: absent), of ``--model``'s family."""
+    if args.model == "tnet":
+        return _given({"policy": args.policy, "retina_mode": args.retina_mode, **_tnet_fields(args)})
+    return _given(_gdram_fields(args))
+
+
+def misplaced_flags(args: argparse.Namespace) -> list[str]:
+    """The ``train`` flags given that belong to the other model family than ``--model``'s."""
+    gdram_only = {**_gdram_fields(args), "location_guidance": args.location_guidance}
+    gdram_only.update(guidance_weight=args.guidance_weight)
+    other = gdram_only if args.model == "tnet" else _tnet_fields(args)
+    shared = ("policy", "retina_mode")
+    return [flag(name) for name, value in other.items() if value is not None and name not in shared]
+
+
+def _given(values: dict[str, Any]) -> dict[str, Any]:
+    return {name: value for name, value in values.items() if value is not None}
+
+
+def _tnet_fields(args: argparse.Namespace) -> dict[str, Any]:
+    return {
+        "levels": args.levels,
+        "grid_size": args.grid_size,
+        "cell_fraction": args.cell_fraction,
+        "cells_per_level": tuple(args.cells_per_level) if args.cells_per_level else None,
+        "base_size": args.base_size,
+        "backbone": args.backbone,
+        "feature_size": args.feature_size,
+        "reinforce_weight": args.reinforce_weight,
+        "per_feature_weight": args.per_feature_weight,
+        "sampling": args.sampling,
+    }
+
+
+def _gdram_fields(args: argparse.Namespace) -> dict[str, Any]:
+    return {
         "variant": args.variant,
         "policy": args.policy,
         "recipe": args.recipe,
@@ -85,7 +121,6 @@ def config_fields(args: argparse.Namespace) -> dict[str, Any]:
         "hidden_size": args.hidden_size,
         **{name: getattr(args, name) for name in INGREDIENT_FLAGS},
     }
-    return {name: value for name, value in fields.items() if value is not None}
 
 
 def train_settings(args: argparse.Namespace) -> dict[str, Any]:
@@ -270,6 +305,59 @@ def _add_recipe_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_tnet_options(parser: argparse.ArgumentParser) -> None:
+    defaults = TNetConfig()
+    tnet = parser.add_argument_group("TNet (--model tnet; default: TNetConfig's value)")
+    tnet.add_argument(
+        "--levels", type=positive_int, help=f"processing levels; 1 reads the whole image only ({defaults.levels})"
+    )
+    tnet.add_argument(
+        "--grid-size", type=positive_int, help=f"n: the n x n cells scored in each box ({defaults.grid_size})"
+    )
+    tnet.add_argument(
+        "--cell-fraction",
+        type=open_fraction,
+        metavar="F",
+        help=f"a cell's side over its box's ({defaults.cell_fraction})",
+    )
+    tnet.add_argument(
+        "--cells-per-level",
+        type=positive_int,
+        nargs="+",
+        metavar="K",
+        help="cells kept in each box, one count per level after the first "
+        f"({' '.join(map(str, defaults.cells_per_level))})",
+    )
+    tnet.add_argument(
+        "--base-size",
+        type=positive_int,
+        help=f"side every crop is resized to for the backbone ({defaults.base_size})",
+    )
+    tnet.add_argument(
+        "--backbone",
+        help="'small_cnn' or a torchvision classifier (resnet18, efficientnet_b0, ...), random weights "
+        f"({defaults.backbone})",
+    )
+    tnet.add_argument("--feature-size", type=positive_int, help=f"width of each feature ({defaults.feature_size})")
+    tnet.add_argument(
+        "--reinforce-weight",
+        type=non_negative_float,
+        metavar="W",
+        help=f"weight of REINFORCE on the chosen cells ({defaults.reinforce_weight})",
+    )
+    tnet.add_argument(
+        "--per-feature-weight",
+        type=non_negative_float,
+        metavar="W",
+        help=f"weight of every feature's own cross-entropy ({defaults.per_feature_weight})",
+    )
+    tnet.add_argument(
+        "--sampling",
+        choices=SAMPLINGS,
+        help=f"training's cell choice: the top k, or Gumbel top-k sampled without replacement ({defaults.sampling})",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = OneLineParser(
         prog="gdram",
@@ -293,6 +381,12 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_options(train, "default: cluttered-digits, embedded, no network needed")
     model = train.add_argument_group("model")
     model.add_argument(
+        "--model",
+        choices=tuple(FAMILIES),
+        help="model family: GDRAM and its variants (--variant), or TNet (top-down attention over an image pyramid, "
+        "its flags below) (default: gdram)",
+    )
+    model.add_argument(
         "--variant",
         choices=VARIANTS,
         help=f"attention variant or the CNN baseline (default: {HELP_DEFAULTS['variant']})",
@@ -301,8 +395,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--policy",
         choices=POLICIES,
         help="ablations of learned attention: 'random' moves, every "
-        "glimpse at the 'center', or the 'oracle' (at the target box's centre; needs boxes) "
-        f"(default: {HELP_DEFAULTS['policy']})",
+        "glimpse at the 'center', or the 'oracle' (at the target box's centre; needs boxes); TNet: "
+        f"'learned' or 'random' cells (default: {HELP_DEFAULTS['policy']})",
     )
     model.add_argument(
         "--recipe",
@@ -322,6 +416,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     model.add_argument("--hidden-size", type=positive_int, help="LSTM/feature width (default: 128)")
     _add_recipe_options(train)
+    _add_tnet_options(train)
     run = train.add_argument_group("training")
     run.add_argument(
         "--epochs",
@@ -392,11 +487,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     visualize = commands.add_parser(
         "visualize",
-        help="draw glimpse trajectories (PNG grid or animated GIF)",
+        help="draw glimpse trajectories or TNet's chosen cells (PNG grid or animated GIF)",
         formatter_class=HelpFormatter,
         parents=[common],
         description="Draw every glimpse (each scale's square, the path, each weight; "
-        "green correct, red wrong) over images of the test split.",
+        "green correct, red wrong) over images of the test split; for a TNet, the cells each level chose, "
+        "nested (a GIF adds one level per frame).",
     )
     _add_checkpoint_options(visualize, ("test", "val", "train"), "which split to draw")
     visualize.add_argument("--n", type=positive_int, default=16, help="number of images")

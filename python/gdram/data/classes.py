@@ -10,17 +10,17 @@ from __future__ import annotations
 import torch
 from torch.utils.data import Dataset, Subset
 
-from gdram.data.datasets import DataError, DataSplits, TensorImages
+from gdram.data.datasets import BatchedImages, DataError, DataSplits
 
 MAX_CLASSES = 100_000  # ImageNet-21k has 21,841; more is a label that is not a class index
 
 
 def split_labels(dataset: Dataset) -> torch.Tensor | None:
-    """(N,) int64 labels of a :class:`TensorImages`, an ``ImageFolder`` or a ``Subset`` of one; None otherwise."""
+    """(N,) int64 labels of a :class:`BatchedImages`, an ``ImageFolder`` or a ``Subset`` of one; None otherwise."""
     if isinstance(dataset, Subset):
         labels = split_labels(dataset.dataset)
         return None if labels is None else labels[torch.as_tensor(list(dataset.indices), dtype=torch.long)]
-    if isinstance(dataset, TensorImages):
+    if isinstance(dataset, BatchedImages):
         return dataset.labels
     targets = getattr(dataset, "targets", None)
     return None if targets is None else torch.as_tensor(targets, dtype=torch.long)

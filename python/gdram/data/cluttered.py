@@ -1,17 +1,21 @@
-"""Cluttered translated digits (the RAM paper's task) and the embedded ``cluttered-digits`` set.
+"""Cluttered translated digits (the RAM paper's task) and the embedded ``cluttered-digits`` sets.
 
 :func:`generate_cluttered` puts one digit at a random position on a large blank canvas and adds
 ``num_clutter`` square fragments cut from other digits at random positions; it takes its digits
-from any source (MNIST, scikit-learn's digits, your own). :func:`cluttered_digits` builds the
-embedded data sets from the 1,797 handwritten 8x8 digits that scikit-learn ships with its
-package, so they need no network (:data:`EMBEDDED_SPECS`): ``cluttered-digits`` (the default)
-upscales each digit to 28x28 (MNIST's scale) and puts it at a random position on a 96x96 canvas
-with 4 fragments of 12x12 from other digits of the same split; ``cluttered-digits-128`` uses the
-paper's 128x128 canvas with 8 fragments. Both make 8 placements of each of the 1,200 training
-digits, 2 of each of the 297 validation and 300 test digits, and record every digit's box. Their
-splits are made by *source digit*: a handwritten digit of the test split never appears, in any
-position or as clutter, in the training split. The digit covers under a tenth of the canvas, so
-a glimpse must find it: the policy matters (README, "Does it learn?").
+from any source (MNIST, scikit-learn's digits, your own). It lays the images out first
+(:func:`layout_clutter`: a few seeded integers per image) and then draws them (:func:`render_clutter`),
+so a set too large to store can keep its layout and draw any batch again on demand
+(:mod:`gdram.data.canvas`). :func:`cluttered_digits` builds the embedded data sets from the 1,797
+handwritten 8x8 digits that scikit-learn ships with its package, so they need no network
+(:data:`EMBEDDED_SPECS`): ``cluttered-digits`` (the default) upscales each digit to 28x28 (MNIST's
+scale) and puts it at a random position on a 64x64 canvas with 4 fragments of 10x10 from other
+digits of the same split; ``cluttered-digits-128`` uses the paper's 128x128 canvas with 8 fragments
+of 12x12. Both make 8 placements of each of the 1,200 training digits, 2 of each of the 297
+validation and 300 test digits, and record every digit's box. Their splits are made by *source
+digit* (:func:`embedded_sources`): a handwritten digit of the test split never appears, in any
+position or as clutter, in the training split. The digit covers a fifth of the 64x64 canvas and
+under a twentieth of the 128x128 one, so a glimpse must find it: the policy matters (README, "Does
+it learn?").
 """
 
 from __future__ import annotations
@@ -77,6 +81,118 @@ def resize_digits(digits: np.ndarray | torch.Tensor, size: int) -> np.ndarray:
     return (tensor.clamp(0, 1) * 255).round().to(torch.uint8).numpy()
 
 
+_RENDER_CHUNK = 1024  # images drawn at once by generate_cluttered (bounds its index tensors)
+
+
+@dataclass(frozen=True)
+class ClutterLayout:
+    """Where every cluttered image's digit and fragments go: a few bytes per fragment, no pixels.
+
+    Attributes:
+        sources: (N,) index of each image's digit among the digits.
+        positions: (N, 2) top-left corner (y, x) of each image's digit on the canvas.
+        fragment_sources: (N, K) index of each fragment's digit among the clutter digits.
+        fragment_crops: (N, K, 2) top-left corner (y, x) of each fragment inside its clutter digit.
+        fragment_positions: (N, K, 2) top-left corner (y, x) of each fragment on the canvas.
+
+    All are integer tensors of the smallest dtype that holds their range (uint8, int16 or int32).
+    """
+
+    sources: torch.Tensor
+    positions: torch.Tensor
+    fragment_sources: torch.Tensor
+    fragment_crops: torch.Tensor
+    fragment_positions: torch.Tensor
+
+    def __len__(self) -> int:
+        return len(self.sources)
+
+    def nbytes(self) -> int:
+        """Bytes the layout's tensors hold."""
+        return sum(tensor.nbytes for tensor in vars(self).values())
+
+
+def layout_clutter(
+    num_digits: int, num_clutter_digits: int, num_images: int, spec: ClutterSpec, seed: int
+) -> ClutterLayout:
+    """The seeded layout of ``num_images`` cluttered images (see :func:`generate_cluttered`).
+
+    Image ``i`` shows digit ``i % num_digits`` at a random position, with ``spec.num_clutter`` fragments
+    cut at random from random clutter digits; only ``seed`` and the arguments decide it.
+    """
+    rng = np.random.default_rng(seed)
+    canvas, size, frag = spec.canvas_size, spec.digit_size, spec.fragment_size
+    shape = (num_images, spec.num_clutter)
+    drawn = (
+        (np.arange(num_images) % num_digits, num_digits),
+        (rng.integers(0, canvas - size + 1, size=(num_images, 2)), canvas),
+        (rng.integers(0, num_clutter_digits, size=shape), num_clutter_digits),
+        (rng.integers(0, size - frag + 1, size=(*shape, 2)), size),
+        (rng.integers(0, canvas - frag + 1, size=(*shape, 2)), canvas),
+    )
+    return ClutterLayout(*(_compact(values, bound) for values, bound in drawn))
+
+
+def _compact(values: np.ndarray, bound: int) -> torch.Tensor:
+    """``values`` (all in ``[0, bound)``) as a tensor of the smallest of uint8, int16, int32 that holds them."""
+    dtype = next(dtype for dtype in (np.uint8, np.int16, np.int32) if bound - 1 <= np.iinfo(dtype).max)
+    return torch.from_numpy(values.astype(dtype))
+
+
+def render_clutter(
+    layout: ClutterLayout, indices: torch.Tensor, digits: torch.Tensor, clutter: torch.Tensor, spec: ClutterSpec
+) -> torch.Tensor:
+    """Draw the images ``indices`` (B,) of ``layout``: fragments of ``clutter`` (M, d, d) uint8, then the
+    digits ``digits`` (N, d, d) uint8; overlaps keep the brighter pixel, so the order does not matter.
+
+    Returns:
+        (B, S, S) uint8, ``S = spec.canvas_size``.
+    """
+    side = spec.canvas_size
+    canvas = torch.zeros(len(indices), side * side, dtype=torch.uint8)
+    _paste(
+        canvas,
+        clutter,
+        layout.fragment_sources[indices],
+        layout.fragment_crops[indices],
+        layout.fragment_positions[indices],
+        spec.fragment_size,
+        side,
+    )
+    origin = torch.zeros(len(indices), 1, 2, dtype=torch.long)
+    _paste(
+        canvas, digits, layout.sources[indices, None], origin, layout.positions[indices, None], spec.digit_size, side
+    )
+    return canvas.view(len(indices), side, side)
+
+
+def _paste(
+    canvas: torch.Tensor,
+    sources: torch.Tensor,
+    which: torch.Tensor,
+    crops: torch.Tensor,
+    positions: torch.Tensor,
+    piece: int,
+    side: int,
+) -> None:
+    """Paste, keeping the brighter pixel, the ``piece x piece`` squares of ``sources`` (M, d, d) that
+    ``which`` (B, K) and ``crops`` (B, K, 2) name at ``positions`` (B, K, 2) of ``canvas`` (B, side * side)."""
+    steps = torch.arange(piece)
+    rows, cols = (crops[..., axis, None].long() + steps for axis in (0, 1))  # (B, K, piece) each
+    pieces = sources[which.long()[..., None, None], rows[..., :, None], cols[..., None, :]]  # (B, K, piece, piece)
+    ys, xs = (positions[..., axis, None].long() + steps for axis in (0, 1))
+    targets = ys[..., :, None] * side + xs[..., None, :]
+    canvas.scatter_reduce_(1, targets.flatten(1), pieces.flatten(1), reduce="amax")
+
+
+def digit_boxes(layout: ClutterLayout, digits: np.ndarray | torch.Tensor) -> torch.Tensor:
+    """(N, 4) float32 box of each image's digit: x0, y0, x1, y1 in canvas pixels (pixel i spans [i, i + 1)),
+    the tight box of the digit's non-zero pixels (the whole pasted square for a blank digit)."""
+    tight = torch.tensor([_tight_box(np.asarray(digit)) for digit in digits], dtype=torch.float32).view(-1, 4)
+    yx = layout.positions.float()
+    return tight[layout.sources.long()] + yx.flip(1).repeat(1, 2)
+
+
 def generate_cluttered(
     digits: np.ndarray,
     labels: np.ndarray,
@@ -89,7 +205,7 @@ def generate_cluttered(
 
     Image ``i`` shows digit ``i % N`` (so every source digit is used equally often) at a random
     position, with ``spec.num_clutter`` fragments cut at random from random ``clutter_digits``;
-    overlaps keep the brighter pixel.
+    overlaps keep the brighter pixel (:func:`layout_clutter`, then :func:`render_clutter`).
 
     Args:
         digits: (N, digit_size, digit_size) uint8, the digits to classify (see :func:`resize_digits`).
@@ -117,26 +233,13 @@ def generate_cluttered(
             raise ValueError(f"{name} is empty")
     if len(labels) != len(digits):
         raise ValueError(f"{len(labels)} labels for {len(digits)} digits")
-    rng = np.random.default_rng(seed)
-    canvas, size, frag = spec.canvas_size, spec.digit_size, spec.fragment_size
-    images = np.zeros((num_images, canvas, canvas), dtype=np.uint8)
-    sources = np.arange(num_images) % len(digits)
-    positions = rng.integers(0, canvas - size + 1, size=(num_images, 2))
-    fragment_sources = rng.integers(0, len(clutter), size=(num_images, spec.num_clutter))
-    fragment_crops = rng.integers(0, size - frag + 1, size=(num_images, spec.num_clutter, 2))
-    fragment_positions = rng.integers(0, canvas - frag + 1, size=(num_images, spec.num_clutter, 2))
-    for i in range(num_images):
-        image = images[i]
-        for j in range(spec.num_clutter):
-            cy, cx = fragment_crops[i, j]
-            py, px = fragment_positions[i, j]
-            piece = clutter[fragment_sources[i, j], cy : cy + frag, cx : cx + frag]
-            np.maximum(image[py : py + frag, px : px + frag], piece, out=image[py : py + frag, px : px + frag])
-        y, x = positions[i]
-        np.maximum(image[y : y + size, x : x + size], digits[sources[i]], out=image[y : y + size, x : x + size])
-    tight = np.array([_tight_box(digit) for digit in digits], dtype=np.float32)  # (N, 4) inside the square
-    offsets = np.concatenate([positions[:, ::-1], positions[:, ::-1]], axis=1).astype(np.float32)
-    return images, np.asarray(labels, dtype=np.int64)[sources], tight[sources] + offsets
+    layout = layout_clutter(len(digits), len(clutter), num_images, spec, seed)
+    images = torch.empty(num_images, spec.canvas_size, spec.canvas_size, dtype=torch.uint8)
+    digit_pixels, clutter_pixels = torch.as_tensor(digits), torch.as_tensor(clutter)
+    for chunk in torch.arange(num_images).split(_RENDER_CHUNK):
+        images[chunk] = render_clutter(layout, chunk, digit_pixels, clutter_pixels, spec)
+    sources = layout.sources.long().numpy()
+    return images.numpy(), np.asarray(labels, dtype=np.int64)[sources], digit_boxes(layout, digits).numpy()
 
 
 def _tight_box(digit: np.ndarray) -> tuple[int, int, int, int]:
@@ -266,22 +369,47 @@ def cluttered_digits(spec: EmbeddedSpec = EmbeddedSpec(), cache: bool = True) ->
 
 
 def _build_cluttered_digits(spec: EmbeddedSpec) -> dict[str, np.ndarray]:
+    arrays: dict[str, np.ndarray] = {}
+    for source in embedded_sources(spec):
+        images, targets, boxes = generate_cluttered(
+            source.digits, source.labels, len(source.digits) * source.placements, spec.clutter, seed=source.seed
+        )
+        name = source.split
+        arrays[f"x_{name}"], arrays[f"y_{name}"], arrays[f"box_{name}"] = images[:, None], targets, boxes
+    return arrays
+
+
+@dataclass(frozen=True)
+class SourceSplit:
+    """One split's source digits and how many images to make of each (see :func:`embedded_sources`).
+
+    Attributes:
+        split: ``"train"``, ``"val"`` or ``"test"``.
+        digits: (N, d, d) uint8 the split's digits, resized to the spec's ``digit_size``.
+        labels: (N,) int64 their classes.
+        indices: (N,) their indices among scikit-learn's 1,797 digits.
+        placements: images made of each digit.
+        seed: seed of the split's layout.
+    """
+
+    split: str
+    digits: np.ndarray
+    labels: np.ndarray
+    indices: np.ndarray
+    placements: int
+    seed: int
+
+
+def embedded_sources(spec: EmbeddedSpec) -> list[SourceSplit]:
+    """scikit-learn's digits split by source digit (:func:`split_by_source`), train, val, test in order."""
     from sklearn.datasets import load_digits
 
     source = load_digits()
     labels = source.target.astype(np.int64)
     digits = resize_digits(source.images, spec.clutter.digit_size)
-    train_idx, val_idx, test_idx = split_by_source(labels, spec.val_digits, spec.test_digits, spec.seed)
-    arrays: dict[str, np.ndarray] = {}
-    for offset, (name, idx, placements) in enumerate(
-        (
-            ("train", train_idx, spec.train_placements),
-            ("val", val_idx, spec.eval_placements),
-            ("test", test_idx, spec.eval_placements),
-        )
-    ):
-        images, targets, boxes = generate_cluttered(
-            digits[idx], labels[idx], len(idx) * placements, spec.clutter, seed=spec.seed * 1000 + offset + 1
-        )
-        arrays[f"x_{name}"], arrays[f"y_{name}"], arrays[f"box_{name}"] = images[:, None], targets, boxes
-    return arrays
+    parts = split_by_source(labels, spec.val_digits, spec.test_digits, spec.seed)
+    placements = (spec.train_placements, spec.eval_placements, spec.eval_placements)
+    return [
+        SourceSplit(split, digits[idx], labels[idx], idx, count, seed=spec.seed * 1000 + offset + 1)
+        for offset, (split, idx, count) in enumerate(zip(("train", "val", "test"), parts, placements, strict=True))
+    ]

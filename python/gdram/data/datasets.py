@@ -2,12 +2,14 @@
 
 :class:`DataSplits` is what :func:`gdram.data.loading.load_data` returns and what the trainer reads: train/val/test
 data sets that yield ``(image (C, H, W) float in [0, 1], label)`` plus what the model must be told (number of
-classes, channels, image size). Small sets live in memory as uint8 tensors (:class:`TensorImages`) and are batched
-by slicing (:func:`batches`), with no per-item Python work; other data sets go through a ``DataLoader``.
+classes, channels, image size). Small sets live in memory as uint8 tensors (:class:`TensorImages`); large generated
+ones are drawn on demand (:class:`~gdram.data.canvas.CanvasImages`). Both are :class:`BatchedImages`, which
+:func:`batches` reads a batch at a time, with no per-item Python work; other data sets go through a ``DataLoader``.
 """
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -20,7 +22,50 @@ class DataError(ValueError):
     """A data set cannot be read or is malformed; the message names the file and what is wrong."""
 
 
-class TensorImages(Dataset):
+class BatchedImages(Dataset, ABC):
+    """A data set that makes a whole batch at once, with its labels and target boxes at hand.
+
+    Attributes:
+        labels: (N,) int64.
+        stored_boxes: (N, 4) float32 target boxes x0, y0, x1, y1 in pixels of the stored images, or None.
+        image_size: (H, W) of the images it returns.
+    """
+
+    labels: torch.Tensor
+    stored_boxes: torch.Tensor | None
+    image_size: tuple[int, int]
+
+    @property
+    @abstractmethod
+    def stored_size(self) -> tuple[int, int]:
+        """(H, W) of the stored (or drawn) images, before any resizing to ``image_size``."""
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        images, labels = self.batch(torch.tensor([index]))
+        return images[0], int(labels[0])
+
+    @abstractmethod
+    def batch(self, indices: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Images (B, C, H, W) float32 in [0, 1] and labels (B,) int64 at ``indices`` (B,)."""
+
+    def boxes(self, indices: torch.Tensor) -> torch.Tensor:
+        """(B, 4) float32 boxes at ``indices``, in pixels of the returned image size; NaN when unknown."""
+        if self.stored_boxes is None:
+            return torch.full((len(indices), 4), float("nan"))
+        height, width = self.stored_size
+        out_height, out_width = self.image_size
+        scale = torch.tensor([out_width / width, out_height / height] * 2)
+        return self.stored_boxes[indices] * scale
+
+    @abstractmethod
+    def with_boxes(self, boxes: torch.Tensor | None) -> BatchedImages:
+        """The same images and labels with ``boxes`` (N, 4) (pixels of the stored images) as target boxes."""
+
+
+class TensorImages(BatchedImages):
     """Images held in memory, resized (optionally) batch by batch.
 
     Args:
@@ -40,13 +85,6 @@ class TensorImages(Dataset):
         self.images, self.labels, self.stored_boxes = images, labels, boxes
         self.image_size = tuple(image_size) if image_size is not None else tuple(images.shape[-2:])
 
-    def __len__(self) -> int:
-        return len(self.labels)
-
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
-        images, labels = self.batch(torch.tensor([index]))
-        return images[0], int(labels[0])
-
     def batch(self, indices: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Images (B, C, H', W') float32 in [0, 1] and labels (B,) int64 at ``indices`` (B,)."""
         images = self.images[indices]
@@ -55,14 +93,14 @@ class TensorImages(Dataset):
             images = F.interpolate(images, size=self.image_size, mode="bilinear", antialias=True).clamp_(0, 1)
         return images, self.labels[indices]
 
-    def boxes(self, indices: torch.Tensor) -> torch.Tensor:
-        """(B, 4) float32 boxes at ``indices``, in pixels of the returned image size; NaN when unknown."""
-        if self.stored_boxes is None:
-            return torch.full((len(indices), 4), float("nan"))
-        height, width = self.images.shape[-2:]
-        out_height, out_width = self.image_size
-        scale = torch.tensor([out_width / width, out_height / height] * 2)
-        return self.stored_boxes[indices] * scale
+    @property
+    def stored_size(self) -> tuple[int, int]:
+        """(H, W) of the stored images."""
+        return tuple(self.images.shape[-2:])
+
+    def with_boxes(self, boxes: torch.Tensor | None) -> TensorImages:
+        """The same images and labels with ``boxes`` (N, 4) (pixels of the stored images) as target boxes."""
+        return TensorImages(self.images, self.labels, self.image_size, boxes)
 
 
 @dataclass
@@ -112,7 +150,7 @@ def batches(
     if shuffle and world_size > 1 and len(order) % world_size:
         order = torch.cat([order, order[: world_size - len(order) % world_size]])
     order = order[rank::world_size]
-    if isinstance(dataset, TensorImages):
+    if isinstance(dataset, BatchedImages):
         for start in range(0, len(order), batch_size):
             indices = order[start : start + batch_size]
             items = (*dataset.batch(indices), dataset.boxes(indices)) if boxes else dataset.batch(indices)

@@ -7,6 +7,8 @@ of image files go through a ``DataLoader`` with workers and pinned memory.
 Sources:
 
 * ``cluttered-digits`` (default) and ``cluttered-digits-128``, no network: see :mod:`gdram.data.cluttered`.
+* ``cluttered-digits-512``, no network, drawn on demand (a 512x512 canvas per image, none stored):
+  see :mod:`gdram.data.canvas`.
 * ``mnist``, ``cluttered-mnist``, ``cifar10``, ``cifar100``: the paper's Large MNIST, Large
   Cluttered MNIST, Large CIFAR-10/100, resized to 128x128 batch by batch, through torchvision
   (``download=True`` fetches them; without network a :class:`DataError` says so). Validation:
@@ -30,6 +32,7 @@ import numpy as np
 import torch
 from torch.utils.data import Subset
 
+from gdram.data.canvas import CANVAS_SPECS, load_canvases
 from gdram.data.cluttered import (
     EMBEDDED_SPECS,
     ClutterSpec,
@@ -44,7 +47,15 @@ from gdram.files import DAMAGED_NPZ
 
 PAPER_SIZE = 128
 PAPER_VAL = 10_000
-DATASETS = ("cluttered-digits", "cluttered-digits-128", "mnist", "cluttered-mnist", "cifar10", "cifar100")
+DATASETS = (
+    "cluttered-digits",
+    "cluttered-digits-128",
+    "cluttered-digits-512",
+    "mnist",
+    "cluttered-mnist",
+    "cifar10",
+    "cifar100",
+)
 
 
 def load_data(
@@ -73,6 +84,8 @@ def load_data(
     if source in EMBEDDED_SPECS:
         arrays = cluttered_digits(EMBEDDED_SPECS[source])
         return _from_arrays(source, arrays, num_classes or 10, size)
+    if source in CANVAS_SPECS:
+        return load_canvases(source, size, num_classes)
     if source in ("mnist", "cluttered-mnist", "cifar10", "cifar100"):
         return _torchvision(source, Path(root) if root else cache_dir() / "data", download, size or (PAPER_SIZE,) * 2)
     path = Path(source).expanduser()

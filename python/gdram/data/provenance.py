@@ -3,7 +3,7 @@
 A run stores its data description (the ``load_data`` arguments) in ``config.json`` and every
 checkpoint. :func:`locate` completes it when the run starts: a path becomes absolute and gets a
 ``fingerprint`` (SHA-256 of an ``.npz`` file's bytes, or of an image folder's file names and
-sizes); the embedded set gets its generator's parameters. :func:`verify` checks, before the stored
+sizes); the embedded sets get their generator's parameters. :func:`verify` checks, before the stored
 description is used again, that the data is still there and still the same.
 """
 
@@ -39,12 +39,13 @@ def fingerprint(path: Path) -> str:
 
 
 def generator_parameters(source: str) -> dict[str, Any] | None:
-    """The parameters a generated data set is made from (the embedded sets), or None for other sources."""
+    """The parameters a generated data set is made from (the embedded sets, stored or drawn on demand), or None
+    for other sources."""
+    from gdram.data.canvas import CANVAS_SPECS
     from gdram.data.cluttered import EMBEDDED_SPECS
 
-    if source not in EMBEDDED_SPECS:
-        return None
-    return dataclasses.asdict(EMBEDDED_SPECS[source])
+    spec = EMBEDDED_SPECS.get(source) or CANVAS_SPECS.get(source)
+    return None if spec is None else dataclasses.asdict(spec)
 
 
 def locate(spec: dict[str, Any]) -> dict[str, Any]:

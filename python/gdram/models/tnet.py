@@ -311,7 +311,11 @@ class TNet(nn.Module):
             if level == config.levels - 1:
                 break
             kept = config.cells_per_level[level]
-            cells, log_probs = choose_cells(self.location(feature_map, vector), kept, sample)  # (B * boxes, k)
+            if config.policy == "random":  # uniform log-probabilities, (B * boxes, n * n)
+                scores = feature_map.new_full((feature_map.shape[0], n * n), -math.log(n * n))
+            else:
+                scores = self.location(feature_map, vector)
+            cells, log_probs = choose_cells(scores, kept, sample or config.policy == "random")  # (B * boxes, k)
             centres, sides = child_boxes(
                 centres.flatten(0, 1), sides.flatten(0, 1), cells, config.image_size, n, config.cell_fraction
             )

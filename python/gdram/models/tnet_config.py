@@ -18,6 +18,7 @@ from gdram.models.config import _check_positive_int, python_scalars
 from gdram_ext.contract import MODES as RETINA_MODES
 
 SAMPLINGS = ("topk", "gumbel")
+TNET_POLICIES = ("learned", "random")
 SMALL_CNN = "small_cnn"
 
 
@@ -50,6 +51,9 @@ class TNetConfig:
         baseline_decay: the REINFORCE baseline is a moving average of the batch's mean reward,
             b <- decay * b + (1 - decay) * mean(r).
         baseline_init: the baseline's value before the first batch, in [0, 1].
+        policy: how the cells are chosen: ``"learned"`` (the location module) or ``"random"`` (k cells
+            drawn uniformly without replacement, in training and evaluation: the ablation that shows what
+            the learned choice adds).
         retina_mode: how a box is resized to base_size: ``"area"`` (exact mean over each cell,
             anti-aliased) or ``"bilinear"`` (one sample per output pixel, the reference's resize).
     """
@@ -69,6 +73,7 @@ class TNetConfig:
     sampling: str = "topk"
     baseline_decay: float = 0.9
     baseline_init: float = 0.5
+    policy: str = "learned"
     retina_mode: str = "area"
 
     def __post_init__(self) -> None:
@@ -100,6 +105,8 @@ class TNetConfig:
             raise ValueError(f"baseline_decay must lie in [0, 1), got {self.baseline_decay!r}")
         if _not_number(self.baseline_init) or not 0 <= self.baseline_init <= 1:
             raise ValueError(f"baseline_init must lie in [0, 1], got {self.baseline_init!r}")
+        if self.policy not in TNET_POLICIES:
+            raise ValueError(f"policy must be one of {TNET_POLICIES} for TNet, got {self.policy!r}")
         if self.retina_mode not in RETINA_MODES:
             raise ValueError(f"retina_mode must be one of {RETINA_MODES}, got {self.retina_mode!r}")
 

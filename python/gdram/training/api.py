@@ -8,10 +8,12 @@
 
 ``data`` is a named set (:data:`~gdram.data.loading.DATASETS`), a path (``.npz`` file or image folder), arrays
 named as in a ``.npz`` file, or :class:`~gdram.data.datasets.DataSplits`. ``config`` is a
-:class:`~gdram.models.config.GDRAMConfig`, or a mapping of its fields without the data's (classes, channels,
-image size: taken from the data). ``settings`` is a :class:`~gdram.training.trainer.TrainSettings` or a mapping
-of its fields; epochs and batch size default to a few CPU minutes on the embedded sets
-(:data:`EMBEDDED_EPOCHS`, :data:`EMBEDDED_BATCH_SIZE`) and to 100 and 128 elsewhere.
+:class:`~gdram.models.config.GDRAMConfig` or a :class:`~gdram.models.tnet_config.TNetConfig`, or a mapping of
+the fields of the ``model`` family's config (``"gdram"``, the default, or ``"tnet"``) without the data's
+(classes, channels, image size: taken from the data). ``settings`` is a
+:class:`~gdram.training.trainer.TrainSettings` or a mapping of its fields; epochs and batch size default to a
+few CPU minutes on the embedded sets (:data:`EMBEDDED_EPOCHS`, :data:`EMBEDDED_BATCH_SIZE`) and to 100 and 128
+elsewhere.
 
 Everything is checked before the data is read, and the run directory is owned (locked) for the whole run: a
 new run takes only a new or empty folder (default ``runs/<variant>-<data>-<time>``), never one inside the
@@ -46,9 +48,10 @@ from gdram.data.loading import DATASETS, from_arrays, load_data
 from gdram.data.provenance import locate, same_data, verify
 from gdram.files import check_writable_place, remove_stale_temporaries
 from gdram.models.config import GDRAMConfig
-from gdram.models.gdram import check_model_size
+from gdram.models.tnet_config import TNetConfig
 from gdram.training.checkpoint import CheckpointError, load_checkpoint
 from gdram.training.distributed import init_distributed
+from gdram.training.families import FAMILIES, Family, ModelConfig, family_named, family_of
 from gdram.training.runfiles import claim_new_run_dir, foreign_entries, lock_run_dir
 from gdram.training.trainer import Trainer, TrainingDiverged, TrainSettings, check_resumable
 
@@ -99,14 +102,14 @@ class ChangedSettings(SettingError):
 
 def train(
     data: DataSource = "cluttered-digits",
-    config: GDRAMConfig | Mapping[str, Any] | None = None,
+    config: ModelConfig | Mapping[str, Any] | None = None,
     settings: TrainSettings | Mapping[str, Any] | None = None,
     out: str | os.PathLike | None = None,
     **options: Any,
 ) -> dict[str, Any]:
     """Train a new run and return its summary (test accuracy of the best checkpoint, timings, run directory).
 
-    ``options``: those of :func:`training_run` (``root``, ``download``, ``image_size``, ``val_fraction``,
+    ``options``: those of :func:`training_run` (``model``, ``root``, ``download``, ``image_size``, ``val_fraction``,
     ``quiet``, ``warn``, ``on_run_dir``).
     """
     with training_run(data, config, settings, out, **options) as trainer:
@@ -122,10 +125,11 @@ def resume(run_dir: str | os.PathLike, data: DataSource | None = None, **options
 @contextlib.contextmanager
 def training_run(
     data: DataSource = "cluttered-digits",
-    config: GDRAMConfig | Mapping[str, Any] | None = None,
+    config: ModelConfig | Mapping[str, Any] | None = None,
     settings: TrainSettings | Mapping[str, Any] | None = None,
     out: str | os.PathLike | None = None,
     *,
+    model: str = "gdram",
     root: str | os.PathLike | None = None,
     download: bool = False,
     image_size: int | tuple[int, int] | None = None,
@@ -139,19 +143,21 @@ def training_run(
     Args:
         data, config, settings, out: see the module's documentation; ``out`` None: a new
             ``runs/<variant>-<data>-<time>``.
+        model: the family of a ``config`` mapping, ``"gdram"`` or ``"tnet"`` (a config object says its own).
         root, download: where torchvision data sets live, and whether to download a missing one.
         image_size: resize the images (side or (H, W)); ``val_fraction``: the training share held out for
             validation when the data has no validation split (default 0.1).
         quiet: no progress bar. ``warn``: receives each warning about the labels (default: ``warnings.warn``).
         on_run_dir: called with the run directory as soon as it is known and owned.
     """
-    fields = _config_fields(config)
+    family = family_of(config) if isinstance(config, (GDRAMConfig, TNetConfig)) else _family(model)
+    fields = _config_fields(config, family)
     spec = _new_data_spec(data, root, image_size, val_fraction)
     embedded = spec is not None and spec["source"] in EMBEDDED_SETS
     run_settings = _settings(settings, embedded)
     place = init_distributed(run_settings.device)
-    if not isinstance(config, GDRAMConfig):
-        _model_config(fields, num_classes=2, in_channels=1, image_size=MAX_IMAGE_SIDE)  # the fields alone
+    if not isinstance(config, family.config_type):
+        _model_config(family, fields, 2, 1, (MAX_IMAGE_SIDE, MAX_IMAGE_SIDE), "")  # the fields alone
     with contextlib.ExitStack() as held:
         run_dir = Path(out) if out is not None else None
         if run_dir is not None:
@@ -163,7 +169,7 @@ def training_run(
             _check_new_run_dir(run_dir)
         splits = _read(data, spec, download, place.is_main, warn)
         if run_dir is None:
-            variant = fields.get("variant", GDRAMConfig.variant)
+            variant = fields.get("variant", "gdram") if family.name == "gdram" else family.name
             run_dir = Path("runs") / f"{variant}-{Path(splits.name).stem}-{time.strftime('%Y%m%d-%H%M%S')}"
             _refuse_inside_data(run_dir, spec, given=False)
             if place.is_main:
@@ -172,10 +178,10 @@ def training_run(
         remove_stale_temporaries(run_dir)
         model_config = (
             config
-            if isinstance(config, GDRAMConfig)
-            else _model_config(fields, splits.num_classes, splits.in_channels, splits.image_size)
+            if isinstance(config, family.config_type)
+            else _model_config(family, fields, splits.num_classes, splits.in_channels, splits.image_size, splits.name)
         )
-        check_model_size(model_config)
+        family.check_size(model_config)
         yield Trainer(model_config, splits, run_settings, run_dir, spec or _in_memory(splits), quiet=quiet)
 
 
@@ -185,6 +191,7 @@ def resumed_run(
     data: DataSource | None = None,
     *,
     epochs: int | None = None,
+    model: str | None = None,
     config: Mapping[str, Any] | None = None,
     settings: Mapping[str, Any] | None = None,
     root: str | os.PathLike | None = None,
@@ -203,8 +210,8 @@ def resumed_run(
             the same data (a moved file is found by its fingerprint); arrays are needed for a run trained on
             arrays.
         epochs: the run's new total of epochs (at least those trained), or None to keep it.
-        config, settings, image_size, val_fraction: settings the caller asks for; each must equal the run's
-            (:class:`ChangedSettings`), a resumed run keeps its own.
+        model, config, settings, image_size, val_fraction: the family and settings the caller asks for; each must
+            equal the run's (:class:`ChangedSettings`), a resumed run keeps its own.
         root, download, quiet, warn, on_run_dir: as in :func:`training_run`.
     """
     out = Path(run_dir)
@@ -219,7 +226,7 @@ def resumed_run(
         _report(on_run_dir, out)
         saved = load_checkpoint(out / "last.pt")
         check_resumable(saved, out / "last.pt")
-        _refuse_changed_settings(saved, config or {}, settings or {}, image_size, val_fraction, epochs)
+        _refuse_changed_settings(saved, model, config or {}, settings or {}, image_size, val_fraction, epochs)
         spec = _resumed_data_spec(data, saved.get("data"), root, out)
         _refuse_inside_data(out, spec)
         splits = _read(data, spec, download, place.is_main, warn)
@@ -229,19 +236,26 @@ def resumed_run(
         yield trainer
 
 
-def _config_fields(config: GDRAMConfig | Mapping[str, Any] | None) -> dict[str, Any]:
+def _family(name: str) -> Family:
+    if name not in FAMILIES:
+        raise SettingError(["model"], f"model must be one of {tuple(FAMILIES)}, got {name!r}")
+    return FAMILIES[name]
+
+
+def _config_fields(config: ModelConfig | Mapping[str, Any] | None, family: Family) -> dict[str, Any]:
     """The config's fields as a dict (a mapping without the data's fields); glimpse fields refused for the CNN."""
-    if isinstance(config, GDRAMConfig):
+    if isinstance(config, family.config_type):
         return dataclasses.asdict(config)
     fields = dict(config or {})
-    known = {field.name for field in dataclasses.fields(GDRAMConfig)}
+    kind = family.config_type.__name__
+    known = {field.name for field in dataclasses.fields(family.config_type)}
     unknown = sorted(set(fields) - known)
     if unknown:
-        raise SettingError(unknown, f"{', '.join(unknown)}: not GDRAMConfig fields")
+        raise SettingError(unknown, f"{', '.join(unknown)}: not {kind} fields")
     from_data = [name for name in DATA_FIELDS if name in fields]
     if from_data:
-        raise SettingError(from_data, f"{', '.join(from_data)}: taken from the data; give a GDRAMConfig to set them")
-    if fields.get("variant", GDRAMConfig.variant) == "cnn":
+        raise SettingError(from_data, f"{', '.join(from_data)}: taken from the data; give a {kind} to set them")
+    if family.name == "gdram" and fields.get("variant", GDRAMConfig.variant) == "cnn":
         given = [name for name in GLIMPSE_FIELDS if fields.get(name) is not None]
         if given:
             raise IgnoredSettings(given, f"{', '.join(given)}: the CNN baseline (variant 'cnn') has no glimpses")
@@ -249,11 +263,25 @@ def _config_fields(config: GDRAMConfig | Mapping[str, Any] | None) -> dict[str, 
 
 
 def _model_config(
-    fields: Mapping[str, Any], num_classes: int, in_channels: int, image_size: int | tuple[int, int]
-) -> GDRAMConfig:
+    family: Family,
+    fields: Mapping[str, Any],
+    num_classes: int,
+    in_channels: int,
+    image_size: tuple[int, int],
+    data_name: str,
+) -> ModelConfig:
     """The model's config for data of this shape; a field it refuses is a :class:`SettingError` naming it."""
+    if family.name == "tnet":
+        if image_size[0] != image_size[1]:
+            raise ValueError(
+                f"TNet reads square images; {data_name} has {image_size[0]}x{image_size[1]} images "
+                "(resize them: image_size)"
+            )
+        size: int | tuple[int, int] = image_size[0]
+    else:
+        size = image_size
     try:
-        return GDRAMConfig(num_classes=num_classes, in_channels=in_channels, image_size=image_size, **fields)
+        return family.config_type(num_classes=num_classes, in_channels=in_channels, image_size=size, **fields)
     except ValueError as error:
         field = str(error).split(" ", 1)[0]
         if field in fields:
@@ -405,6 +433,7 @@ def _check_new_run_dir(out: Path) -> None:
 
 def _refuse_changed_settings(
     saved: dict[str, Any],
+    model: str | None,
     config: Mapping[str, Any],
     settings: Mapping[str, Any],
     image_size: int | tuple[int, int] | None,
@@ -413,9 +442,10 @@ def _refuse_changed_settings(
 ) -> None:
     """A resumed run keeps its saved settings: refuse any asked for with another value."""
     stored_train, data = saved.get("train", {}), saved.get("data") or {}
-    kept_config = dataclasses.asdict(GDRAMConfig.from_dict(saved["config"], stored_train))
+    family = family_named(saved.get("family", "gdram"), "the run's last.pt")
+    kept_config = dataclasses.asdict(family.config_from_dict(saved["config"], stored_train))
     kept_settings = dataclasses.asdict(TrainSettings.from_dict(stored_train))
-    asked = [(name, value, kept_config.get(name)) for name, value in config.items()]
+    asked = [("model", model, family.name)] + [(name, value, kept_config.get(name)) for name, value in config.items()]
     asked += [(name, value, kept_settings.get(name)) for name, value in settings.items() if name != "epochs"]
     if image_size is not None:
         asked.append(("image_size", list(_pair(image_size)), data.get("image_size")))

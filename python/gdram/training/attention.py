@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from gdram.models.gdram import GlimpseResult
+from gdram.models.tnet import TNetResult
 
 BORDER_TOLERANCE = 1e-4  # a glimpse this close to the location clip counts as on the border
 # The sums of glimpse_counts, in its order.
@@ -78,6 +79,39 @@ def glimpse_counts(
             counted.sum().double(),
             border.sum().double(),
             used.sum().double(),
+        ]
+    ).cpu()
+
+
+def cell_counts(result: TNetResult, boxes: torch.Tensor, image_size: int) -> torch.Tensor:
+    """TNet's :data:`GLIMPSE_COUNTS` over the cells a batch chose (every level after the first): (5,) float64.
+
+    A chosen cell hits when the target box's centre lies inside it; the distance runs from the cell's centre
+    to the box's; no cell is on a border (the cells lie inside the image by construction).
+
+    Args:
+        result: a TNet forward's result; ``centres[l]`` (B, M_l, 2) in [-1, 1], ``sides[l]`` (B, M_l) pixels.
+        boxes: (B, 4) target boxes in pixels of the (S, S) input, NaN rows when unknown.
+        image_size: S.
+    """
+    if len(result.centres) < 2:
+        return torch.zeros(5, dtype=torch.float64)
+    centres = torch.cat(result.centres[1:], dim=1).detach().double()  # (B, M, 2)
+    half = torch.cat(result.sides[1:], dim=1).detach().double() / 2  # (B, M)
+    boxes = boxes.to(centres)
+    known = torch.isfinite(boxes).all(dim=1)[:, None].expand_as(half)  # (B, M)
+    pixels = (centres + 1) / 2 * image_size
+    target = torch.stack(((boxes[:, 0] + boxes[:, 2]) / 2, (boxes[:, 1] + boxes[:, 3]) / 2), dim=1)[:, None, :]
+    offset = pixels - target  # (B, M, 2)
+    inside = (offset.abs() <= half[..., None]).all(dim=2)
+    distance = torch.hypot(offset[..., 0], offset[..., 1])
+    return torch.stack(
+        [
+            (inside & known).sum().double(),
+            torch.where(known, distance, torch.zeros_like(distance)).sum(),
+            known.sum().double(),
+            torch.zeros((), dtype=torch.float64),
+            torch.tensor(float(known.numel()), dtype=torch.float64),
         ]
     ).cpu()
 

@@ -1,4 +1,4 @@
-"""Evaluation: loading a trained model, accuracy, glimpses used and latency.
+"""Evaluation of any model family: loading a trained model, accuracy, glimpses used, latency and FLOPs.
 
 :func:`load_model` reads a gdram checkpoint (``best.pt``/``last.pt`` of a run) or one of the
 authors' published state dicts (through :func:`gdram.models.official.from_official`), never executing
@@ -16,13 +16,13 @@ from typing import Any
 import torch
 from torch import nn
 from torch.utils.data import Dataset
+from torch.utils.flop_counter import FlopCounterMode
 
 from gdram.data.datasets import batches
-from gdram.models.config import GDRAMConfig
-from gdram.models.gdram import check_model_size, create_model
 from gdram.models.official import from_official
-from gdram.training.attention import GLIMPSE_COUNTS, attention_metrics, glimpse_counts, run_policy
+from gdram.training.attention import GLIMPSE_COUNTS, attention_metrics
 from gdram.training.checkpoint import FORMAT, CheckpointError, load_state_file
+from gdram.training.families import family_named, family_of
 from gdram.training.metrics import Totals
 
 # What an evaluation sums: cross-entropy, top-1 and top-5 hits, glimpses used, images, then the glimpse counts.
@@ -67,17 +67,18 @@ def model_from_state(
     names it in errors), so that a caller can build it again, with other overrides, without reading it again."""
     if isinstance(state, dict) and state.get("format") == FORMAT:
         try:
-            config = GDRAMConfig.from_dict(state["config"], state.get("train"))
+            family = family_named(state.get("family", "gdram"), str(path))
+            config = family.config_from_dict(state["config"], state.get("train"))
         except (KeyError, TypeError, ValueError) as error:
             raise CheckpointError(
                 f"{path}: gdram checkpoint whose configuration this version refuses: {error}"
             ) from None
         try:
-            check_model_size(config, "its model")
+            family.check_size(config, "its model")
         except ValueError as error:
             raise CheckpointError(f"{path}: refused to build it: {error}") from None
         try:
-            model = create_model(config)
+            model = family.build(config)
             model.load_state_dict(state["model"])
         except (KeyError, TypeError, ValueError, RuntimeError) as error:
             raise CheckpointError(f"{path}: gdram checkpoint does not match its configuration: {error}") from None
@@ -105,30 +106,29 @@ def evaluation_totals(
     sample: bool = False,
 ) -> Totals:
     """Sums (:data:`EVAL_TOTALS`) over this rank's share of ``dataset``, under the model's location
-    policy (:func:`gdram.training.attention.run_policy`). Puts ``model`` in eval mode; ``sample`` draws the
-    moves from the policy instead of following its mean."""
+    policy (its family's :meth:`~gdram.training.families.Family.evaluation`). Puts ``model`` in eval mode;
+    ``sample`` draws the moves (or cells) from the policy instead of following its mean (or top k)."""
     model.eval()
     device = torch.device(device)
     core = model.module if hasattr(model, "module") else model
-    bound = getattr(core, "location_bound", None)
+    family = family_of(core.config)
     totals = Totals(EVAL_TOTALS)
     for images, labels, boxes in batches(
         dataset, batch_size, rank=rank, world_size=world_size, num_workers=num_workers, boxes=True
     ):
         images, labels = images.to(device), labels.to(device)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-            result = run_policy(model, images, boxes, fast, sample)
+            result = family.evaluation(model, images, boxes, fast, sample)
         logits = result.logits.float()
         top = logits.topk(min(5, logits.shape[1]), dim=1).indices
         totals.add(
             loss=nn.functional.cross_entropy(logits, labels, reduction="sum"),
             top1=(top[:, 0] == labels).sum().to(logits.dtype),
             top5=(top == labels[:, None]).any(1).sum().to(logits.dtype),
-            glimpses_used=result.glimpses_used.sum().to(logits.dtype),
+            glimpses_used=result.used.sum().to(logits.dtype),
             count=torch.tensor(float(len(labels)), device=device),
         )
-        counts = glimpse_counts(result, boxes, core.config.image_hw, bound)
-        totals.add(**dict(zip(GLIMPSE_COUNTS, counts, strict=True)))
+        totals.add(**dict(zip(GLIMPSE_COUNTS, result.counts, strict=True)))
     return totals
 
 
@@ -160,6 +160,7 @@ def measure_latency(
     of ``repeats``) and ``latency_ms_batched`` (a batch of ``batch_size``, median, divided by its size)."""
     model.eval()
     device = torch.device(device)
+    family = family_of(model.config)
     images, _ = next(batches(dataset, batch_size))
     images = images.to(device)
 
@@ -169,7 +170,7 @@ def measure_latency(
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
             start = time.perf_counter()
-            model(inputs, fast=fast)
+            family.infer(model, inputs, fast)
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
             if index >= warmup:
@@ -183,3 +184,18 @@ def measure_latency(
         "latency_ms_batched": batched * 1e3 / len(images),
         "latency_batch_size": len(images),
     }
+
+
+@torch.no_grad()
+def measure_flops(model: nn.Module, dataset: Dataset, fast: bool = False, count: int = 8) -> float:
+    """Floating-point operations per image of the inference forward (mean over the first ``count`` images),
+    counted by ``torch.utils.flop_counter.FlopCounterMode`` on the CPU: the convolutions, matrix products
+    and their kind; the glimpse operators, which it does not know, count 0 (a resize: a few operations per
+    output value, under 1% of any backbone's)."""
+    model.eval()
+    family = family_of(model.config)
+    images, _ = next(batches(dataset, count))
+    images = images.to(next(model.parameters()).device)
+    with FlopCounterMode(display=False) as counter:
+        family.infer(model, images, fast)
+    return counter.get_total_flops() / len(images)

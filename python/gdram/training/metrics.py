@@ -4,7 +4,7 @@
 >>> totals.add(loss=loss * batch, correct=correct, count=torch.tensor(float(batch)))
 >>> totals["loss"] / totals["count"]
 
-The trainer's names are :data:`gdram.training.trainer.TRAIN_TOTALS`, the evaluation's
+The trainer's names are :func:`gdram.training.trainer.train_totals`, the evaluation's
 :data:`gdram.training.evaluate.EVAL_TOTALS`.
 """
 

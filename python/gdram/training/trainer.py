@@ -1,8 +1,8 @@
-"""The REINFORCE trainer: the paper's recipe, checkpoints, resume, DDP, metrics.
+"""The REINFORCE trainer of every model family: the paper's recipe, checkpoints, resume, DDP, metrics.
 
-:class:`Trainer` orchestrates; the model comes from :func:`gdram.models.gdram.create_model` and the loss
-from :func:`gdram.training.loss.hybrid_loss`. Defaults are the paper's: hybrid loss, Adam (lr 1e-3),
-``ReduceLROnPlateau`` on validation accuracy (factor 0.5, patience 5), batch 128, T = 8.
+:class:`Trainer` orchestrates; the model and its loss parts come from its family
+(:mod:`gdram.training.families`: GDRAM's hybrid loss, or TNet's). Defaults are the paper's: Adam (lr 1e-3),
+``ReduceLROnPlateau`` on validation accuracy (factor 0.5, patience 5), batch 128.
 
 Every epoch trains, validates, then (rank 0) writes ``last.pt`` and, when validation accuracy
 improves, ``best.pt``, and rewrites the metrics files (:class:`gdram.training.runfiles.RunFiles`).
@@ -30,18 +30,19 @@ from torch import nn
 from tqdm import tqdm
 
 from gdram.data.datasets import DataSplits, TensorImages, batches, num_batches
-from gdram.models.config import GDRAMConfig, python_scalars
-from gdram.models.gdram import GDRAM, check_model_size, create_model
-from gdram.training.attention import run_policy
+from gdram.models.config import python_scalars
 from gdram.training.checkpoint import CheckpointError, load_checkpoint, rng_state, set_rng_state
 from gdram.training.distributed import any_over_ranks, barrier, current_distributed, resolve_device
 from gdram.training.evaluate import evaluation_totals, summarize
-from gdram.training.loss import border_loss, guidance_loss, hybrid_loss
+from gdram.training.families import Family, ModelConfig, config_dict, family_named, family_of
 from gdram.training.metrics import Totals
 from gdram.training.runfiles import RunFiles
 
-# What a training epoch sums: each loss part times the batch size, right predictions, images.
-TRAIN_TOTALS = ("loss", "classification", "baseline", "reinforce", "correct", "count")
+
+def train_totals(family: Family) -> tuple[str, ...]:
+    """What a training epoch sums: the loss and each of the family's parts times the batch size, right
+    predictions, images."""
+    return ("loss", *family.loss_names, "correct", "count")
 
 
 class TrainingDiverged(RuntimeError):
@@ -50,7 +51,7 @@ class TrainingDiverged(RuntimeError):
 
 @dataclass
 class TrainSettings:
-    """How to train (everything but the model's :class:`GDRAMConfig` and the data).
+    """How to train (everything but the model's config and the data).
 
     Attributes:
         epochs: total number of epochs.
@@ -140,7 +141,11 @@ def check_resumable(state: dict[str, Any], path: str | Path) -> None:
     config, train = state["config"], state["train"]
     if not isinstance(config, dict) or not isinstance(train, dict):
         raise CheckpointError(f"{path}: cannot be resumed, its config or train settings are not a mapping")
-    unknown = sorted(set(config) - {field.name for field in dataclasses.fields(GDRAMConfig)}) + sorted(
+    try:
+        family = family_named(state.get("family", "gdram"), str(path))
+    except ValueError as error:
+        raise CheckpointError(f"{error}; resume it with the gdram version that wrote it") from None
+    unknown = sorted(set(config) - {field.name for field in dataclasses.fields(family.config_type)}) + sorted(
         set(train) - {field.name for field in dataclasses.fields(TrainSettings)} - {"policy"}
     )
     if unknown:
@@ -149,9 +154,9 @@ def check_resumable(state: dict[str, Any], path: str | Path) -> None:
             "resume it with the gdram version that wrote it, or start a new run with --init-from"
         )
     try:
-        model_config = GDRAMConfig.from_dict(config, train)
+        model_config = family.config_from_dict(config, train)
         TrainSettings.from_dict(train)
-        check_model_size(model_config, str(path))
+        family.check_size(model_config, str(path))
     except (TypeError, ValueError) as error:
         raise CheckpointError(f"{path}: cannot be resumed: {error}") from None
 
@@ -162,7 +167,8 @@ def epoch_seed(seed: int, epoch: int, rank: int = 0) -> int:
 
 
 class Trainer:
-    """Trains a GDRAM-family model on :class:`DataSplits` into a run directory.
+    """Trains a model of any family (a :class:`GDRAMConfig` or :class:`TNetConfig` says which) on
+    :class:`DataSplits` into a run directory.
 
     ``Trainer(config, data, settings, run_dir).fit()`` trains ``settings.epochs`` epochs and
     returns the summary (test accuracy of the best checkpoint, timings); ``Trainer.resume(run_dir,
@@ -176,7 +182,7 @@ class Trainer:
 
     def __init__(
         self,
-        config: GDRAMConfig,
+        config: ModelConfig,
         data: DataSplits,
         settings: TrainSettings | None = None,
         run_dir: str | Path = "runs/gdram",
@@ -188,16 +194,20 @@ class Trainer:
         self.config, self.data, self.run_dir = config, data, Path(run_dir)
         self.data_spec = data_spec or {"source": data.name}
         self.quiet, self.callbacks = quiet, list(callbacks)
-        _check_compatible(config, data)
+        self.family = family_of(config)
+        _check_compatible(self.family, config, data)
+        self.family.check_settings(config, self.settings)
         self.place = current_distributed()
         self.device = resolve_device(self.settings.device, self.place)
         torch.manual_seed(self.settings.seed)  # identical initial weights on every rank
-        self.model = create_model(config).to(self.device)
+        self.model = self.family.build(config).to(self.device)
         if self.settings.init_from is not None:
             self._start_from(Path(self.settings.init_from))
         self.train_images = self._guided_training_set()
         self.optimizer = torch.optim.Adam(
-            self._parameter_groups(), lr=self.settings.lr, weight_decay=self.settings.weight_decay
+            self.family.parameter_groups(self.model, config, self.settings.lr),
+            lr=self.settings.lr,
+            weight_decay=self.settings.weight_decay,
         )
         self.scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
             self.optimizer, mode="max", factor=self.settings.lr_factor, patience=self.settings.lr_patience
@@ -220,23 +230,8 @@ class Trainer:
             first = str(error).strip().splitlines()
             detail = first[1].strip() if len(first) > 1 else first[0] if first else ""
             raise ValueError(
-                f"init_from {path}: its weights do not fit this model ({self.config.variant}, "
-                f"{self.config.policy} policy, hidden size {self.config.hidden_size}): {detail}"
+                f"init_from {path}: its weights do not fit this model ({self.family.describe(self.config)}): {detail}"
             ) from None
-
-    def _parameter_groups(self) -> list[dict[str, Any]]:
-        """Adam's groups: what only the policy gradient trains at ``lr * policy_lr_scale``, the rest at ``lr``."""
-        policy = (
-            [p for module in self.model.policy_modules() for p in module.parameters()]
-            if isinstance(self.model, GDRAM)
-            else []
-        )
-        chosen = {id(parameter) for parameter in policy}
-        rest = [parameter for parameter in self.model.parameters() if id(parameter) not in chosen]
-        groups = [{"params": rest}]
-        if policy:
-            groups.append({"params": policy, "lr": self.settings.lr * self.config.policy_lr_scale})
-        return groups
 
     def _guided_training_set(self):
         """The training split, its boxes kept only where training uses them.
@@ -244,7 +239,7 @@ class Trainer:
         Location guidance keeps a seeded ``location_guidance`` share of the boxes (the others
         become NaN); the oracle policy keeps them all; otherwise training reads no box.
         """
-        settings, train, oracle = self.settings, self.data.train, self.config.policy == "oracle"
+        settings, train, oracle = self.settings, self.data.train, self.family.needs_boxes(self.config)
         boxes = getattr(train, "stored_boxes", None)
         needs = oracle or settings.location_guidance > 0
         if needs and (boxes is None or not bool(torch.isfinite(boxes).all())):
@@ -301,7 +296,7 @@ class Trainer:
         settings = TrainSettings.from_dict(state["train"])
         if epochs is not None:
             settings = dataclasses.replace(settings, epochs=epochs)
-        config = GDRAMConfig.from_dict(state["config"], state["train"])
+        config = family_named(state.get("family", "gdram"), str(path)).config_from_dict(state["config"], state["train"])
         fresh = dataclasses.replace(settings, init_from=None)  # last.pt holds the weights: init_from is history
         trainer = cls(config, data, fresh, run_dir, state.get("data"), quiet, callbacks)
         trainer.settings = settings
@@ -335,8 +330,9 @@ class Trainer:
     def state(self) -> dict[str, Any]:
         """Everything needed to resume, as plain data and tensors (see :mod:`gdram.training.checkpoint`)."""
         return {
+            "family": self.family.name,
             "model": self.model.state_dict(),
-            "config": dataclasses.asdict(self.config),
+            "config": config_dict(self.config),
             "train": dataclasses.asdict(self.settings),
             "data": self.data_spec,
             "optimizer": self.optimizer.state_dict(),
@@ -360,13 +356,14 @@ class Trainer:
             if self.place.is_main:
                 self.files.start(
                     {
-                        "model": dataclasses.asdict(self.config),
+                        "family": self.family.name,
+                        "model": config_dict(self.config),
                         "train": dataclasses.asdict(self.settings),
                         "data": self.data_spec,
                     }
                 )
                 self._log(
-                    f"{self.data.describe()}; {self.config.variant} ({self.config.policy} policy), "
+                    f"{self.data.describe()}; {self.family.describe(self.config)}, "
                     f"{sum(p.numel() for p in self.model.parameters()):,} parameters, on {self.device}"
                     + (f" x {self.place.world_size} processes" if self.place.enabled else "")
                 )
@@ -383,7 +380,7 @@ class Trainer:
         settings, epoch = self.settings, self.epoch + 1
         torch.manual_seed(epoch_seed(settings.seed, epoch, self.place.rank))
         self.step_model.train()
-        totals = Totals(TRAIN_TOTALS)
+        totals = Totals(train_totals(self.family))
         start = time.perf_counter()
         pin = self.device.type == "cuda"
         steps = num_batches(self.data.train, settings.batch_size, True, self.place.world_size)
@@ -412,39 +409,19 @@ class Trainer:
             images = images.to(self.device, non_blocking=pin)
             labels = labels.to(self.device, non_blocking=pin)
             boxes = boxes.to(self.device, non_blocking=pin)
-            if config.episodes_per_image > 1:
-                images, labels, boxes = (
-                    value.repeat_interleave(config.episodes_per_image, dim=0) for value in (images, labels, boxes)
-                )
-            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=settings.amp):
-                result = run_policy(self.step_model, images, boxes)
-            parts = hybrid_loss(
-                result,
-                labels,
-                reward=config.reward,
-                normalize_advantage=config.normalize_advantage,
-                episodes_per_image=config.episodes_per_image,
-                reinforce_weight=0.0 if epoch <= config.policy_warmup else 1.0,
-            )
-            total = parts.total
-            if settings.location_guidance > 0:
-                total = total + settings.guidance_weight * guidance_loss(result, boxes, config.image_hw)
-            if config.border_penalty > 0 and isinstance(self.model, GDRAM):
-                total = total + config.border_penalty * border_loss(result, self.model.location_bound)
+            step_loss = self.family.training_loss(self.model, self.step_model, images, labels, boxes, epoch, settings)
+            total = step_loss.total
             self._check_finite(total, epoch, step)
             self.optimizer.zero_grad(set_to_none=True)
             total.backward()
             if settings.grad_clip is not None:
                 nn.utils.clip_grad_norm_(self.model.parameters(), settings.grad_clip)
             self.optimizer.step()
-            batch = len(labels)
-            correct = (result.logits.detach().argmax(1) == labels).sum()
+            batch = len(step_loss.labels)
+            correct = (step_loss.logits.detach().argmax(1) == step_loss.labels).sum()
             totals.add(
-                loss=parts.total.detach() * batch,
-                classification=parts.classification.detach() * batch,
-                baseline=parts.baseline.detach() * batch,
-                reinforce=parts.reinforce.detach() * batch,
-                correct=correct.to(parts.total.dtype),
+                **{name: part.detach() * batch for name, part in step_loss.parts.items()},
+                correct=correct.to(step_loss.parts["loss"].dtype),
                 count=torch.tensor(float(batch), device=self.device),
             )
             elapsed = time.perf_counter() - start
@@ -459,16 +436,14 @@ class Trainer:
         totals = totals.over_ranks(self.place, self.device)
         seconds = time.perf_counter() - start
         validation = self.evaluate(self.data.val)
-        sampled = self.evaluate(self.data.val, sample=True) if config.policy == "learned" else validation
+        sampled = self.evaluate(self.data.val, sample=True) if self.family.has_sampled_path(config) else validation
         self.scheduler.step(validation["top1"])
         self.epoch = epoch
         record = {
             "epoch": epoch,
             "lr": self.optimizer.param_groups[0]["lr"],
             "train_loss": totals["loss"] / totals["count"],
-            "train_classification": totals["classification"] / totals["count"],
-            "train_baseline": totals["baseline"] / totals["count"],
-            "train_reinforce": totals["reinforce"] / totals["count"],
+            **{f"train_{name}": totals[name] / totals["count"] for name in self.family.loss_names},
             "train_top1": totals["correct"] / totals["count"],
             "val_loss": validation["loss"],
             "val_top1": validation["top1"],
@@ -527,11 +502,10 @@ class Trainer:
         if best_path.is_file():
             self.model.load_state_dict(load_checkpoint(best_path, map_location=self.device)["model"])
         test = self.evaluate(self.data.test)
-        sampled = self.evaluate(self.data.test, sample=True) if self.config.policy == "learned" else test
+        sampled = self.evaluate(self.data.test, sample=True) if self.family.has_sampled_path(self.config) else test
         summary = {
             "dataset": self.data.name,
-            "variant": self.config.variant,
-            "policy": self.config.policy,
+            **self.family.summary_fields(self.config),
             "test_top1": test["top1"],
             "test_top5": test["top5"],
             "test_n": test["n"],
@@ -557,9 +531,9 @@ class Trainer:
             tqdm.write(message, file=sys.stderr)
 
 
-def _check_compatible(config: GDRAMConfig, data: DataSplits) -> None:
+def _check_compatible(family: Family, config: ModelConfig, data: DataSplits) -> None:
     expected = (data.num_classes, data.in_channels, tuple(data.image_size))
-    actual = (config.num_classes, config.in_channels, tuple(config.image_hw))
+    actual = family.input_shape(config)
     if expected != actual:
         raise ValueError(
             f"the model expects (classes, channels, image size) {actual} but the data set {data.name} has {expected}"
