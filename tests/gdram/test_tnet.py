@@ -18,6 +18,7 @@ from gdram.models.tnet import (
     choose_cells,
     plackett_luce_log_prob,
 )
+from tiny import quadrant_images, quadrant_task
 
 from gdram_ext import box_glimpse
 
@@ -227,33 +228,6 @@ def test_torchvision_backbone_builds_by_name_and_runs_on_a_tiny_input(name, one_
     assert result.logits.shape == (2, 5) and result.feature_logits.shape == (2, 2, 5)
     with pytest.raises(ValueError, match="backbone"):
         TNet(small_config(backbone="no_such_net"))
-
-
-def quadrant_images(labels: torch.Tensor, quadrants: torch.Tensor, grey: torch.Tensor) -> torch.Tensor:
-    """64x64 images of four 32 px quadrants, each holding a 24 px square (4 px from the quadrant's sides).
-
-    The square in ``quadrants`` (N,) is a 4 px bright frame around 16 px of 2 px stripes, horizontal for
-    label 0 and vertical for label 1 (``labels`` (N,)); the others are flat, of the grey levels ``grey``
-    (N, 4). Downscaled 4x (the whole image at a 16 px base) the stripes average to a flat 0.5 and the class
-    is gone; downscaled 2x (a quadrant at 16 px) they are 1 px stripes. Returns (N, 1, 64, 64).
-    """
-    count = labels.shape[0]
-    stripes = (torch.arange(16) // 2 % 2).float()
-    horizontal, vertical = stripes[:, None].expand(16, 16), stripes[None, :].expand(16, 16)
-    target = torch.ones(count, 24, 24)
-    target[:, 4:20, 4:20] = torch.where(labels[:, None, None] == 0, horizontal, vertical)
-    chosen = (torch.arange(4) == quadrants[:, None])[:, :, None, None]
-    squares = torch.where(chosen, target[:, None], grey[:, :, None, None].expand(count, 4, 24, 24))
-    tiles = F.pad(squares, (4, 4, 4, 4))  # (N, 4, 32, 32)
-    return tiles.view(count, 2, 2, 32, 32).permute(0, 1, 3, 2, 4).reshape(count, 1, 64, 64)
-
-
-def quadrant_task(count: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """``count`` random :func:`quadrant_images`: (images (N, 1, 64, 64), labels (N,), quadrants (N,))."""
-    labels = torch.randint(0, 2, (count,), generator=generator)
-    quadrants = torch.randint(0, 4, (count,), generator=generator)
-    grey = 0.2 + 0.8 * torch.rand(count, 4, generator=generator)
-    return quadrant_images(labels, quadrants, grey), labels, quadrants
 
 
 def test_quadrant_task_class_is_invisible_in_the_downscaled_image_and_visible_in_its_quadrant() -> None:

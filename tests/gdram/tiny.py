@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from gdram.data.datasets import DataSplits, TensorImages
 from gdram.models.config import GDRAMConfig
 
@@ -84,3 +85,45 @@ def tiny_data(count: int = 48, size: int = 24, classes: int = 3) -> DataSplits:
     train, val = count * 2 // 3, count * 5 // 6
     parts = [TensorImages(images[s], labels[s]) for s in (slice(0, train), slice(train, val), slice(val, count))]
     return DataSplits("tiny", *parts, num_classes=classes, in_channels=1, image_size=(size, size))
+
+
+def quadrant_images(labels: torch.Tensor, quadrants: torch.Tensor, grey: torch.Tensor) -> torch.Tensor:
+    """64x64 images of four 32 px quadrants, each holding a 24 px square (4 px from the quadrant's sides).
+
+    The square in ``quadrants`` (N,) is a 4 px bright frame around 16 px of 2 px stripes, horizontal for
+    label 0 and vertical for label 1 (``labels`` (N,)); the others are flat, of the grey levels ``grey``
+    (N, 4). Downscaled 4x (the whole image at a 16 px base) the stripes average to a flat 0.5 and the class
+    is gone; downscaled 2x (a quadrant at 16 px) they are 1 px stripes. Returns (N, 1, 64, 64).
+    """
+    count = labels.shape[0]
+    stripes = (torch.arange(16) // 2 % 2).float()
+    horizontal, vertical = stripes[:, None].expand(16, 16), stripes[None, :].expand(16, 16)
+    target = torch.ones(count, 24, 24)
+    target[:, 4:20, 4:20] = torch.where(labels[:, None, None] == 0, horizontal, vertical)
+    chosen = (torch.arange(4) == quadrants[:, None])[:, :, None, None]
+    squares = torch.where(chosen, target[:, None], grey[:, :, None, None].expand(count, 4, 24, 24))
+    tiles = F.pad(squares, (4, 4, 4, 4))  # (N, 4, 32, 32)
+    return tiles.view(count, 2, 2, 32, 32).permute(0, 1, 3, 2, 4).reshape(count, 1, 64, 64)
+
+
+def quadrant_task(count: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``count`` random :func:`quadrant_images`: (images (N, 1, 64, 64), labels (N,), quadrants (N,))."""
+    labels = torch.randint(0, 2, (count,), generator=generator)
+    quadrants = torch.randint(0, 4, (count,), generator=generator)
+    grey = 0.2 + 0.8 * torch.rand(count, 4, generator=generator)
+    return quadrant_images(labels, quadrants, grey), labels, quadrants
+
+
+def write_quadrant_npz(path: Path, count: int = 768, seed: int = 0) -> str:
+    """A .npz of :func:`quadrant_task` images (train 2/3, val and test 1/6 each), the striped square's box recorded."""
+    images, labels, quadrants = quadrant_task(count, torch.Generator().manual_seed(seed))
+    left, top = quadrants % 2 * 32 + 4, quadrants // 2 * 32 + 4
+    boxes = torch.stack((left, top, left + 24, top + 24), dim=1).double().numpy()
+    pixels = (images[:, 0] * 255).round().to(torch.uint8).numpy()
+    train, val = count * 2 // 3, count * 5 // 6
+    parts = {"train": slice(0, train), "val": slice(train, val), "test": slice(val, count)}
+    arrays = {}
+    for split, part in parts.items():
+        arrays.update({f"x_{split}": pixels[part], f"y_{split}": labels[part].numpy(), f"box_{split}": boxes[part]})
+    np.savez(path, **arrays)
+    return str(path)

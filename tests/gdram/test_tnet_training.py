@@ -1,0 +1,109 @@
+"""TNet through the shared trainer and the command line: train, resume, evaluate, draw, refuse."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from gdram import TNetConfig, resume, train
+from gdram.cli.main import main
+from gdram.training.checkpoint import load_checkpoint
+from gdram.training.families import FAMILIES, family_of
+from PIL import Image
+from tiny import write_quadrant_npz
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+# A TNet that reads the 64 px quadrant task at a 16 px base: the 2x2 grid's half cells are the quadrants.
+QUADRANT_FLAGS = ["--model", "tnet", "--base-size", "16", "--levels", "2", "--grid-size", "2"]
+QUADRANT_FLAGS += ["--cells-per-level", "1", "--feature-size", "32"]
+QUADRANT_FIELDS = {"base_size": 16, "levels": 2, "grid_size": 2, "cells_per_level": (1,), "feature_size": 32}
+QUICK = ["--batch-size", "32", "--device", "cpu", "--workers", "0", "--quiet", "--lr", "0.003"]
+
+
+@pytest.fixture(scope="module")
+def quadrants(tmp_path_factory) -> str:
+    return write_quadrant_npz(tmp_path_factory.mktemp("data") / "quadrants.npz")
+
+
+def _summary(run) -> dict:
+    return json.loads((run / "summary.json").read_text())
+
+
+def test_a_learned_cell_choice_beats_random_cells_through_the_trainer(quadrants, tmp_path):
+    """SLOW (about 15 s): the class is visible only in the striped square's quadrant; learned cells find it."""
+    for policy in ("learned", "random"):
+        run = tmp_path / policy
+        flags = [*QUADRANT_FLAGS, "--policy", policy, "--epochs", "8", *QUICK, "--out", str(run)]
+        assert main(["train", "--data", quadrants, *flags]) == 0
+    learned, random = _summary(tmp_path / "learned"), _summary(tmp_path / "random")
+    assert learned["test_top1"] >= random["test_top1"] + 0.15, (learned["test_top1"], random["test_top1"])
+    assert learned["test_hit_rate"] >= 2 * random["test_hit_rate"] and random["test_hit_rate"] < 0.4
+
+
+def test_a_resumed_tnet_run_ends_exactly_like_an_uninterrupted_one(quadrants, tmp_path):
+    settings = {"epochs": 2, "batch_size": 32, "device": "cpu", "num_workers": 0}
+    fields = {**QUADRANT_FIELDS, "sampling": "gumbel"}
+    train(quadrants, fields, settings, out=tmp_path / "whole", model="tnet", quiet=True)
+    train(quadrants, fields, {**settings, "epochs": 1}, out=tmp_path / "parts", model="tnet", quiet=True)
+    assert resume(tmp_path / "parts", epochs=2, quiet=True)["epochs"] == 2
+    whole, parts = (load_checkpoint(tmp_path / name / "last.pt") for name in ("whole", "parts"))
+    assert whole["family"] == parts["family"] == "tnet"
+    assert all(torch.equal(whole["model"][name], parts["model"][name]) for name in whole["model"])
+    assert whole["metrics"][-1]["val_top1"] == parts["metrics"][-1]["val_top1"]
+
+
+def test_eval_reports_cells_per_level_hit_rate_flops_and_latency(quadrants, tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(["train", "--data", quadrants, *QUADRANT_FLAGS, "--epochs", "1", *QUICK, "--out", str(run)]) == 0
+    assert "tnet (learned policy) on quadrants.npz" in capsys.readouterr().out
+    assert main(["eval", str(run / "best.pt"), "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["variant"] == "tnet" and result["boxes_per_level"] == [1, 1] and result["mean_glimpses"] == 2
+    assert 0 <= result["hit_rate"] <= 1 and result["latency_ms_batch1"] > 0
+    # two backbone passes on 16 px crops: the small CNN's three convolutions and the location module, a few MFLOPs
+    assert 1e5 < result["flops_per_image"] < 1e7
+
+
+def test_visualize_draws_the_chosen_cells_of_every_level(quadrants, tmp_path):
+    run = tmp_path / "run"
+    flags = ["--model", "tnet", "--base-size", "16", "--cells-per-level", "2", "1", "--feature-size", "16"]
+    assert main(["train", "--data", quadrants, *flags, "--epochs", "1", *QUICK, "--out", str(run)]) == 0
+    assert main(["visualize", str(run / "best.pt"), "--n", "4", "--out", str(tmp_path / "cells.gif")]) == 0
+    with Image.open(tmp_path / "cells.gif") as picture:
+        assert picture.n_frames == 2  # one frame per level after the first
+    assert main(["visualize", str(run / "best.pt"), "--n", "4", "--out", str(tmp_path / "cells.png")]) == 0
+    assert Image.open(tmp_path / "cells.png").size == (2 * 64 * 2 + 4, 2 * 64 * 2 + 4)
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--model", "tnet", "--glimpses", "3"], "--glimpses: GDRAM's (--model gdram) flags, not --model tnet's"),
+        (["--levels", "2"], "--levels: TNet's (--model tnet) flags, not --model gdram's"),
+        (["--model", "tnet", "--policy", "oracle"], "argument --policy: policy must be one of ('learned', 'random')"),
+        (["--model", "tnet", "--location-guidance", "0.1"], "--location-guidance: GDRAM's"),
+        (["--model", "tnet", "--cells-per-level", "2"], "argument --cells-per-level: cells_per_level must be a tuple"),
+    ],
+)
+def test_flags_of_the_other_family_or_refused_by_tnet_are_usage_errors(quadrants, tmp_path, flags, message, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train", "--data", quadrants, *flags, "--out", str(tmp_path / "run")])
+    assert exit_info.value.code == 2 and message in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
+
+
+def test_tnet_reads_square_images_only(tmp_path):
+    from tiny import tiny_data
+
+    data = tiny_data()
+    data.image_size = (24, 32)
+    with pytest.raises(ValueError, match="TNet reads square images; tiny has 24x32 images"):
+        train(data, {"base_size": 8, "feature_size": 8}, {"epochs": 1}, out=tmp_path / "run", model="tnet")
+
+
+def test_every_config_finds_its_family_and_a_checkpoint_without_one_is_gdrams(trained_run):
+    assert family_of(TNetConfig(num_classes=2, in_channels=1, image_size=64, base_size=16)) is FAMILIES["tnet"]
+    state = load_checkpoint(trained_run / "last.pt")
+    assert state["family"] == "gdram"
