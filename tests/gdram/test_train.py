@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 
+import gdram.training.families as families
 import gdram.training.trainer as train
 import pytest
 import torch
@@ -96,7 +97,7 @@ def test_resume_can_extend_the_number_of_epochs(tmp_path):
 
 
 def test_a_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
-    real_loss = train.hybrid_loss
+    real_loss = families.hybrid_loss
 
     def poisoned(result, labels, **options):
         parts = real_loss(result, labels, **options)
@@ -104,7 +105,7 @@ def test_a_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path, m
             return LossParts(parts.total * float("nan"), *parts[1:])
         return parts
 
-    monkeypatch.setattr(train, "hybrid_loss", poisoned)
+    monkeypatch.setattr(families, "hybrid_loss", poisoned)
     trainer = Trainer(tiny_config(), tiny_data(), _settings(), tmp_path, quiet=True)
     with pytest.raises(TrainingDiverged, match="loss became nan at epoch 2, step 1.*last.pt \\(epoch 1\\)"):
         trainer.fit()
@@ -165,7 +166,8 @@ def test_init_from_starts_a_run_on_larger_images_from_an_earlier_runs_weights(tm
 def test_init_from_a_checkpoint_that_does_not_fit_says_so(tmp_path):
     Trainer(tiny_config(), tiny_data(), _settings(epochs=1), tmp_path / "gdram", quiet=True).fit()
     other = dataclasses.replace(tiny_config(), hidden_size=8)
-    with pytest.raises(ValueError, match=r"init_from .*best.pt: its weights do not fit this model \(gdram, learned"):
+    fits_not = r"init_from .*best.pt: its weights do not fit this model \(gdram \(learned policy\)\)"
+    with pytest.raises(ValueError, match=fits_not):
         Trainer(other, tiny_data(), _settings(init_from=str(tmp_path / "gdram" / "best.pt")), tmp_path / "x")
 
 

@@ -40,6 +40,7 @@ from typing import Any
 
 import numpy as np
 
+from gdram.data.canvas import CANVAS_SPECS
 from gdram.data.classes import check_classes
 from gdram.data.cluttered import EMBEDDED_SPECS, check_cache
 from gdram.data.datasets import DataError, DataSplits
@@ -55,7 +56,7 @@ from gdram.training.families import FAMILIES, Family, ModelConfig, family_named,
 from gdram.training.runfiles import claim_new_run_dir, foreign_entries, lock_run_dir
 from gdram.training.trainer import Trainer, TrainingDiverged, TrainSettings, check_resumable
 
-EMBEDDED_SETS = tuple(EMBEDDED_SPECS)
+EMBEDDED_SETS = (*EMBEDDED_SPECS, *CANVAS_SPECS)  # generated here, no download
 EMBEDDED_EPOCHS = 6  # the embedded sets' few-minute CPU budget (see README, "Does it learn?")
 EMBEDDED_BATCH_SIZE = 32  # more steps in that budget than the paper's 128
 DEFAULT_EPOCHS = 100

@@ -29,7 +29,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from gdram.data.datasets import DataSplits, TensorImages, batches, num_batches
+from gdram.data.datasets import DataSplits, batches, num_batches
 from gdram.models.config import python_scalars
 from gdram.training.checkpoint import CheckpointError, load_checkpoint, rng_state, set_rng_state
 from gdram.training.distributed import any_over_ranks, barrier, current_distributed, resolve_device
@@ -262,7 +262,7 @@ class Trainer:
         chosen = torch.randperm(len(train), generator=torch.Generator().manual_seed(settings.seed))[:count]
         kept = torch.full_like(boxes, float("nan"))
         kept[chosen] = boxes[chosen]
-        return TensorImages(train.images, train.labels, train.image_size, kept)
+        return train.with_boxes(kept)
 
     def _wrap(self, model: nn.Module) -> nn.Module:
         if self.place.enabled:
