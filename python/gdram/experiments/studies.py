@@ -1,4 +1,4 @@
-"""Rerunnable experiments: ``python -m gdram.experiments attention`` and ``... corner``.
+"""Rerunnable experiments: ``python -m gdram.experiments attention``, ``... corner``, ``... alignment``, ``... tnet``.
 
 ``attention`` asks whether learned glimpses beat glimpses that ignore the image: it trains GDRAM
 with the learned policy, the random policy and the centre policy (and, optionally, learned with
@@ -16,6 +16,8 @@ exploration sigmas and rewards, in seconds.
 
 ``corner`` asks the attention question on a tiny task that only a glimpse at one place can solve
 (:func:`corner_task`, seconds per run): each recipe and policy, one table.
+
+``tnet`` sets TNet against the same backbone reading the whole image (:mod:`gdram.experiments.tnet`).
 """
 
 from __future__ import annotations
@@ -44,6 +46,9 @@ from gdram.cli.options import (
 )
 from gdram.data.datasets import DataSplits, TensorImages, batches
 from gdram.data.loading import DATASETS, load_data
+from gdram.experiments.tnet import ARMS, tnet_study
+from gdram.experiments.tnet import plot as tnet_plot
+from gdram.experiments.tnet import table as tnet_table
 from gdram.files import write_json, write_text
 from gdram.models.config import MOVES, REWARDS, GDRAMConfig
 from gdram.models.gdram import check_model_size, create_model
@@ -407,6 +412,23 @@ def build_parser() -> argparse.ArgumentParser:
         help="an earlier experiment's --out: each run starts from its namesake's best.pt (e.g. smaller canvases first)",
     )
     run.add_argument("--out", type=Path, help="output folder (default: experiments/attention-<dataset>)")
+    pyramid = commands.add_parser(
+        "tnet",
+        formatter_class=HelpFormatter,
+        help="TNet (learned and random cells) against the same backbone on the whole image, downscaled and full",
+    )
+    pyramid.add_argument("--dataset", default="cluttered-digits-512", help="a named data set of square images")
+    pyramid.add_argument("--arms", nargs="+", default=list(ARMS), choices=list(ARMS), help="what to compare")
+    pyramid.add_argument("--seeds", type=non_negative_int, nargs="+", default=[0, 1, 2], help="seeds of every arm")
+    pyramid.add_argument("--epochs", type=positive_int, default=EMBEDDED_EPOCHS, help="epochs of every arm")
+    pyramid.add_argument(
+        "--full-res-epochs", type=positive_int, default=EMBEDDED_EPOCHS, help="epochs of the full-resolution arm"
+    )
+    pyramid.add_argument(
+        "--full-res-seeds", type=non_negative_int, nargs="+", default=[0], help="seeds of the full-resolution arm"
+    )
+    pyramid.add_argument("--batch-size", type=positive_int, default=EMBEDDED_BATCH_SIZE, help="images per step")
+    pyramid.add_argument("--out", type=Path, help="output folder (default: experiments/tnet-<dataset>)")
     small = commands.add_parser(
         "corner",
         formatter_class=HelpFormatter,
@@ -447,6 +469,11 @@ def _check_arguments(args: argparse.Namespace) -> None:
         raise ValueError(f"argument --dataset: {dataset} is none of {', '.join(DATASETS)}, nor a file or folder")
     if args.experiment == "alignment" and not args.checkpoint.is_file():
         raise ValueError(f"argument checkpoint: {args.checkpoint}: no such checkpoint file")
+    if args.experiment == "tnet":
+        data = load_data(args.dataset)
+        if data.image_size[0] != data.image_size[1]:
+            raise ValueError(f"argument --dataset: TNet reads square images; {args.dataset} has {data.image_size}")
+        return
     if args.experiment != "attention":
         return
     ingredients = dict(args.set)
@@ -477,6 +504,8 @@ def _run(args: argparse.Namespace) -> int:
         )
         print(markdown)
         return 0
+    if args.experiment == "tnet":
+        return _run_tnet(args)
     if args.experiment == "corner":
         markdown = corner(args.out, args.seeds)
         args.out.mkdir(parents=True, exist_ok=True)
@@ -505,5 +534,27 @@ def _run(args: argparse.Namespace) -> int:
     markdown = f"{title}; test split, mean ± sd over seeds (%).\n\n" + table(summaries)
     write_text(out / "results.md", markdown)
     plot(summaries, out, title)
+    print(markdown)
+    return 0
+
+
+def _run_tnet(args: argparse.Namespace) -> int:
+    out = args.out or Path("experiments") / f"tnet-{args.dataset}"
+    out.mkdir(parents=True, exist_ok=True)
+    summaries = tnet_study(
+        args.dataset,
+        args.arms,
+        args.seeds,
+        args.epochs,
+        args.full_res_epochs,
+        args.full_res_seeds,
+        args.batch_size,
+        out,
+    )
+    write_json(out / "results.json", summaries)
+    title = f"{args.dataset}, {args.epochs} epochs (full-res {args.full_res_epochs}), batch {args.batch_size}"
+    markdown = f"{title}; test split, mean ± sd over seeds, costs measured on this machine.\n\n" + tnet_table(summaries)
+    write_text(out / "results.md", markdown)
+    tnet_plot(summaries, out, title)
     print(markdown)
     return 0

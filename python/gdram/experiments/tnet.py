@@ -1,0 +1,159 @@
+"""``python -m gdram.experiments tnet``: TNet against reading the whole image, side by side on one data set.
+
+Four arms, every one a TNet config on the same backbone (:class:`~gdram.models.tnet_config.TNetConfig`):
+
+* ``tnet``: learned cells (the config's defaults: 3 levels, 3x3 grids of half cells, 2 then 1 kept);
+* ``tnet-random``: the same, its cells drawn at random (what the learned choice adds);
+* ``downscaled``: one level: the backbone on the whole image downscaled to the base size;
+* ``full-res``: one level at the full resolution: the backbone on the whole image as it is.
+
+Each arm trains through :func:`gdram.training.api.train`; a finished run is read back, a stopped one resumed,
+so a rerun completes the study. Per arm: test top-1 (mean and standard deviation over seeds), the hit rate of
+the chosen cells, FLOPs per image (``FlopCounterMode``), training images per second, inference milliseconds
+per image (batch 1 and batched), measured on this machine; a Markdown table and a plot of accuracy against
+FLOPs.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from gdram.data.loading import load_data
+from gdram.files import write_json
+from gdram.training.api import resume, train
+from gdram.training.evaluate import load_model, measure_flops, measure_latency
+
+ARMS: dict[str, dict[str, Any]] = {
+    "tnet": {},
+    "tnet-random": {"policy": "random"},
+    "downscaled": {"levels": 1, "cells_per_level": ()},
+    "full-res": {"levels": 1, "cells_per_level": (), "base_size": None},  # None: the image's side
+}
+
+
+def arm_fields(arm: str, image_side: int) -> dict[str, Any]:
+    """The TNetConfig fields of ``arm`` for square images of ``image_side`` pixels."""
+    return {name: image_side if value is None else value for name, value in ARMS[arm].items()}
+
+
+def run_arm(dataset: str, arm: str, seed: int, epochs: int, batch_size: int, out: Path, data: Any) -> dict[str, Any]:
+    """Train (or read back, or resume) one arm's run on ``dataset`` (loaded: ``data``); its summary with the
+    costs measured on its best model."""
+    run_dir = out / "runs" / f"{arm}-seed{seed}"
+    done = run_dir / "measured.json"
+    if done.is_file():
+        return json.loads(done.read_text())
+    if (run_dir / "summary.json").is_file():
+        summary = json.loads((run_dir / "summary.json").read_text())
+    elif (run_dir / "last.pt").is_file():
+        summary = resume(run_dir, epochs=epochs, quiet=True)
+    else:
+        fields = arm_fields(arm, data.image_size[0])
+        settings = {"epochs": epochs, "batch_size": batch_size, "seed": seed, "num_workers": 0}
+        summary = train(dataset, fields, settings, out=run_dir, model="tnet", quiet=True)
+    model = load_model(run_dir / "best.pt").model
+    history = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    summary.update(
+        arm=arm,
+        seed=seed,
+        dataset=dataset,
+        flops_per_image=measure_flops(model, data.test),
+        train_images_per_second=statistics.mean(record["images_per_second"] for record in history),
+        **measure_latency(model, data.test, batch_size=32, repeats=5),
+    )
+    write_json(done, summary)
+    return summary
+
+
+def tnet_study(
+    dataset: str,
+    arms: Sequence[str],
+    seeds: Sequence[int],
+    epochs: int,
+    full_res_epochs: int,
+    full_res_seeds: Sequence[int],
+    batch_size: int,
+    out: Path,
+) -> list[dict[str, Any]]:
+    """Train every (arm, seed); ``full-res`` with its own epochs and seeds (its time)."""
+    data = load_data(dataset)
+    summaries = []
+    for arm in arms:
+        full = arm == "full-res"
+        for seed in full_res_seeds if full else seeds:
+            summary = run_arm(dataset, arm, seed, full_res_epochs if full else epochs, batch_size, out, data)
+            summaries.append(summary)
+            print(
+                f"{arm}-seed{seed}: test top-1 {summary['test_top1']:.4f}, {summary['flops_per_image'] / 1e6:.0f} "
+                f"MFLOPs/image, {summary['train_seconds']:.0f}s",
+                file=sys.stderr,
+            )
+    return summaries
+
+
+def _groups(summaries: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for summary in summaries:
+        groups.setdefault(summary["arm"], []).append(summary)
+    return groups
+
+
+def _mean(group: list[dict[str, Any]], key: str, scale: float = 1.0, digits: int = 1) -> str:
+    values = [item[key] * scale for item in group if item.get(key) is not None]
+    if not values:
+        return "-"
+    spread = f" ± {statistics.stdev(values):.{digits}f}" if len(values) > 1 else ""
+    return f"{statistics.mean(values):.{digits}f}{spread}"
+
+
+def table(summaries: list[dict[str, Any]]) -> str:
+    """Markdown table: per arm, mean ± sd over seeds of accuracy and hit rate, and the measured costs."""
+    lines = [
+        "| arm | seeds | test top-1 (%) | cell hit rate (%) | MFLOPs/image | training img/s | "
+        "inference ms/image (batch 1) | inference ms/image (batch 32) | epochs | training time |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for arm, group in _groups(summaries).items():
+        cells = [
+            _mean(group, "test_top1", 100),
+            _mean(group, "test_hit_rate", 100),
+            _mean(group, "flops_per_image", 1e-6, 0),
+            _mean(group, "train_images_per_second", 1, 0),
+            _mean(group, "latency_ms_batch1", 1, 2),
+            _mean(group, "latency_ms_batched", 1, 2),
+        ]
+        epochs = group[0]["epochs"]
+        seconds = statistics.mean(item["train_seconds"] for item in group)
+        lines.append(f"| {arm} | {len(group)} | " + " | ".join(cells) + f" | {epochs} | {seconds:.0f} s |")
+    return "\n".join(lines) + "\n"
+
+
+def plot(summaries: list[dict[str, Any]], out: Path, title: str) -> Path:
+    """Test top-1 against FLOPs per image (log scale), one colour per arm, every seed a dot."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(figsize=(6, 4), dpi=100)
+    for index, (arm, group) in enumerate(_groups(summaries).items()):
+        flops = [item["flops_per_image"] / 1e6 for item in group]
+        top1 = [item["test_top1"] for item in group]
+        axes.scatter(flops, top1, color=f"C{index}", label=arm, s=30)
+    axes.set_xscale("log")
+    axes.set_xlabel("MFLOPs per image (inference)")
+    axes.set_ylabel("test top-1")
+    axes.set_ylim(0, 1)
+    axes.grid(alpha=0.3)
+    axes.legend(fontsize=8)
+    axes.set_title(title, fontsize=9)
+    figure.tight_layout()
+    path = out / "tnet.png"
+    figure.savefig(path)
+    plt.close(figure)
+    return path
