@@ -17,14 +17,18 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def _worker(rank: int, world_size: int, port: int, run_dir: str) -> None:
+def _worker(rank: int, world_size: int, port: int, run_dir: str, family: str) -> None:
     os.environ.update(
         MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world_size), LOCAL_RANK=str(rank)
     )
     torch.set_num_threads(1)
+    from gdram.models.tnet_config import TNetConfig
     from gdram.training.distributed import init_distributed
     from gdram.training.trainer import Trainer, TrainSettings
     from tiny import tiny_config, tiny_data
+
+    tnet = {"base_size": 8, "levels": 2, "grid_size": 2, "cells_per_level": (1,), "feature_size": 8}
+    config = tiny_config() if family == "gdram" else TNetConfig(num_classes=3, in_channels=1, image_size=24, **tnet)
 
     place = init_distributed("cpu")
     try:
@@ -34,7 +38,7 @@ def _worker(rank: int, world_size: int, port: int, run_dir: str) -> None:
         def keep_parameters(trainer: Trainer, record: dict) -> None:
             trained.update({name: value.detach().clone() for name, value in trainer.model.named_parameters()})
 
-        trainer = Trainer(tiny_config(), tiny_data(), settings, run_dir, quiet=True, callbacks=[keep_parameters])
+        trainer = Trainer(config, tiny_data(), settings, run_dir, quiet=True, callbacks=[keep_parameters])
         initial = {name: value.detach().clone() for name, value in trainer.model.named_parameters()}
         summary = trainer.fit()
         torch.save(
@@ -46,11 +50,13 @@ def _worker(rank: int, world_size: int, port: int, run_dir: str) -> None:
 
 
 @pytest.mark.skipif(not dist.is_available() or not dist.is_gloo_available(), reason="needs torch.distributed gloo")
-def test_two_gloo_processes_train_to_identical_weights(tmp_path):
-    mp.start_processes(_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True, start_method="spawn")
+@pytest.mark.parametrize("family", ["gdram", "tnet"])
+def test_two_gloo_processes_train_to_identical_weights(tmp_path, family: str):
+    arguments = (2, _free_port(), str(tmp_path), family)
+    mp.start_processes(_worker, args=arguments, nprocs=2, join=True, start_method="spawn")
     ranks = [torch.load(tmp_path / f"rank{rank}.pt", weights_only=True) for rank in range(2)]
     assert ranks[0]["world"] == ranks[1]["world"] == 2
-    for name, value in ranks[0]["trained"].items():
+    for name, value in ranks[0]["trained"].items():  # (buffers are rank 0's at each forward; rank 0 saves them)
         assert torch.equal(value, ranks[1]["trained"][name]), name  # gradients were averaged every step
     assert any(not torch.equal(value, ranks[0]["initial"][name]) for name, value in ranks[0]["trained"].items())
     assert ranks[0]["summary"]["test_top1"] == ranks[1]["summary"]["test_top1"]  # metrics summed over ranks
