@@ -69,9 +69,9 @@ def test_a_checkpoint_config_without_recipe_is_read_as_the_paper() -> None:
 
 def test_a_robust_checkpoint_config_from_before_the_new_ingredients_keeps_its_behaviour() -> None:
     stored = dataclasses.asdict(small(recipe="robust"))
-    for name in ("moves", "bounded_mean", "policy_warmup"):
+    for name in ("moves", "bounded_mean", "policy_warmup", "warmup_glimpses"):
         stored.pop(name)
-    expected = small(recipe="robust", moves="relative", bounded_mean=False, policy_warmup=0)
+    expected = small(recipe="robust", moves="relative", bounded_mean=False, policy_warmup=0, warmup_glimpses="initial")
     assert GDRAMConfig.from_dict(stored) == expected
 
 

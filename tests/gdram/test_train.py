@@ -10,8 +10,9 @@ import gdram.training.trainer as train
 import pytest
 import torch
 from gdram.models.config import GDRAMConfig
-from gdram.models.gdram import create_model
+from gdram.models.gdram import GDRAM, create_model
 from gdram.models.networks import FixedEmission
+from gdram.training.attention import salient_locations
 from gdram.training.checkpoint import load_checkpoint, save_checkpoint
 from gdram.training.evaluate import load_model
 from gdram.training.loss import LossParts
@@ -125,7 +126,7 @@ def test_random_policy_moves_at_random_and_learns_no_policy():
 
 
 def test_policy_warmup_keeps_the_policy_still_while_the_classifier_learns(tmp_path):
-    config = dataclasses.replace(tiny_config(), recipe="robust", policy_warmup=1)
+    config = dataclasses.replace(tiny_config(), recipe="robust", policy_warmup=1, warmup_glimpses="initial")
     trainer = Trainer(config, tiny_data(), _settings(epochs=2), tmp_path / "run", quiet=True)
     policy = {name: value.clone() for name, value in trainer.model.named_parameters() if name.startswith("emission.")}
     classifier = trainer.model.prediction.mlp[0].weight.clone()
@@ -134,6 +135,49 @@ def test_policy_warmup_keeps_the_policy_still_while_the_classifier_learns(tmp_pa
     assert not torch.equal(classifier, trainer.model.prediction.mlp[0].weight)
     trainer.train_epoch()
     assert not all(torch.equal(value, dict(trainer.model.named_parameters())[name]) for name, value in policy.items())
+
+
+@pytest.mark.parametrize("warmup", ["salient", "initial"])
+def test_salient_warmup_trains_the_classifier_and_pulls_the_first_glimpse_to_the_salient_place(tmp_path, warmup):
+    config = dataclasses.replace(tiny_config(), recipe="robust", policy_warmup=6, warmup_glimpses=warmup)
+    settings = _settings(epochs=6, lr=0.01, lr_patience=10)
+    trainer = Trainer(config, tiny_data(), settings, tmp_path / "run", quiet=True)
+    model = trainer.model
+    images = tiny_data().val.batch(torch.arange(8))[0]
+    target = model.clip_location(salient_locations(images, 2 * config.glimpse_size))
+
+    def first_glimpse_distance() -> float:
+        model.eval()
+        with torch.no_grad():
+            return float((model(images).locations[0] - target).norm(dim=1).mean())
+
+    before, classifier = first_glimpse_distance(), model.prediction.mlp[0].weight.clone()
+    for _ in range(6):
+        trainer.train_epoch()
+    assert not torch.equal(classifier, model.prediction.mlp[0].weight)
+    if warmup == "salient":  # the guidance pulls the policy's first mean glimpse towards the salient place
+        assert first_glimpse_distance() < 0.85 * before
+    else:  # the warm-up trains no policy: the first glimpse stays where it started
+        assert first_glimpse_distance() == pytest.approx(before)
+
+
+def test_salient_locations_find_the_densest_blob_of_the_window_size():
+    images = torch.zeros(2, 1, 32, 32)
+    images[0, :, 2:8, 20:26] = 1.0  # x 20..26, y 2..8
+    images[1, :, 24:30, 4:10] = 1.0
+    images[1, :, 0:2, 0:2] = 1.0  # a smaller fragment
+    places = (salient_locations(images, 6) + 1) / 2 * 32
+    torch.testing.assert_close(places, torch.tensor([[23.5, 5.5], [7.5, 27.5]]), atol=1.0, rtol=0)
+
+
+def test_glimpses_at_given_places_per_step_keep_the_policys_own_means():
+    model = GDRAM(tiny_config()).eval()
+    images = tiny_data().val.batch(torch.arange(4))[0]
+    places = torch.linspace(-0.5, 0.5, 3 * 4 * 2).view(3, 4, 2)
+    with torch.no_grad():
+        told, own = model(images, locations=places), model(images)
+    torch.testing.assert_close(told.locations, model.clip_location(places))
+    torch.testing.assert_close(told.mean_locations[0], own.mean_locations[0])  # the policy's first mean
 
 
 def test_a_checkpoint_with_the_policy_in_its_training_settings_still_loads_and_resumes(tmp_path):

@@ -25,7 +25,17 @@ from gdram.cli.options import (
     unit_fraction,
 )
 from gdram.data.loading import DATASETS
-from gdram.models.config import MOVES, POLICIES, POLICY_TRAINS, RECIPES, RETINA_MODES, REWARDS, VARIANTS, GDRAMConfig
+from gdram.models.config import (
+    MOVES,
+    POLICIES,
+    POLICY_TRAINS,
+    RECIPES,
+    RETINA_MODES,
+    REWARDS,
+    VARIANTS,
+    WARMUP_GLIMPSES,
+    GDRAMConfig,
+)
 from gdram.models.tnet_config import SAMPLINGS, TNetConfig
 from gdram.training.api import DEFAULT_BATCH_SIZE, DEFAULT_EPOCHS, EMBEDDED_BATCH_SIZE, EMBEDDED_EPOCHS, VAL_FRACTION
 from gdram.training.families import FAMILIES
@@ -64,6 +74,7 @@ INGREDIENT_FLAGS = (
     "bounded_mean",
     "straight_through_mean",
     "policy_warmup",
+    "warmup_glimpses",
 )
 # The config fields and training settings whose flag is not their name with dashes.
 _FLAGS = {"num_glimpses": "--glimpses", "num_scales": "--scales", "num_workers": "--workers"}
@@ -261,6 +272,12 @@ def _add_recipe_options(parser: argparse.ArgumentParser) -> None:
         type=non_negative_int,
         metavar="EPOCHS",
         help="first epochs without the policy gradient: the classifier learns from the initial policy's glimpses",
+    )
+    recipe.add_argument(
+        "--warmup-glimpses",
+        choices=WARMUP_GLIMPSES,
+        help="where the warm-up's glimpses go: the initial policy's samples (paper), or each image's most "
+        "salient place, which also pulls the first glimpse there; no boxes needed (robust)",
     )
     recipe.add_argument(
         "--normalize-advantage",

@@ -53,6 +53,7 @@ RECIPE_INGREDIENTS: dict[str, dict[str, object]] = {
         "bounded_mean": False,
         "straight_through_mean": False,
         "policy_warmup": 0,
+        "warmup_glimpses": "initial",
     },
     "robust": {
         "sigma_range": (0.3, 1.0),
@@ -74,8 +75,10 @@ RECIPE_INGREDIENTS: dict[str, dict[str, object]] = {
         "bounded_mean": True,
         "straight_through_mean": True,
         "policy_warmup": 2,
+        "warmup_glimpses": "salient",
     },
 }
+WARMUP_GLIMPSES = ("initial", "salient")
 
 
 class VariantSpec(NamedTuple):
@@ -217,6 +220,14 @@ class GDRAMConfig:
             apart. While the classifier is at chance the reward is noise, and Adam turns a
             noise gradient into steady steps that drive the mean into tanh's saturation (the
             border) before anything can be learned (the paper: 0; robust: 2).
+        warmup_glimpses: where the warm-up's glimpses go (learned policy). ``"initial"`` (paper): the
+            initial policy's sampled glimpses. ``"salient"`` (robust): every glimpse at the image's most
+            salient place (:func:`gdram.training.attention.salient_locations`: the peak of the local
+            contrast over a window of twice the glimpse size; no boxes), each step jittered by half a
+            glimpse, and the policy's first mean glimpse is pulled there (the guidance loss's squared
+            distance, ``guidance_weight``). On the 128x128 cluttered digits the initial policy's glimpses
+            fall on the digit 5% of the time, so the classifier learns nothing in the warm-up and the
+            reward after it is noise; the salient place lies in the digit's box for 97% of the images.
     """
 
     num_classes: int = 10
@@ -256,6 +267,7 @@ class GDRAMConfig:
     bounded_mean: bool | None = None
     straight_through_mean: bool | None = None
     policy_warmup: int | None = None
+    warmup_glimpses: str | None = None
 
     @classmethod
     def from_dict(cls, values: dict, train: dict | None = None) -> GDRAMConfig:
@@ -272,6 +284,7 @@ class GDRAMConfig:
             "bounded_mean": False,
             "straight_through_mean": False,
             "policy_warmup": 0,
+            "warmup_glimpses": "initial",
         }
         return cls(**{**before, **stored_policy, **values})
 
@@ -364,6 +377,8 @@ class GDRAMConfig:
             raise ValueError(f"policy_trains must be one of {POLICY_TRAINS}, got {self.policy_trains!r}")
         if self.reward not in REWARDS:
             raise ValueError(f"reward must be one of {REWARDS}, got {self.reward!r}")
+        if self.warmup_glimpses not in WARMUP_GLIMPSES:
+            raise ValueError(f"warmup_glimpses must be one of {WARMUP_GLIMPSES}, got {self.warmup_glimpses!r}")
         if self.moves not in MOVES:
             raise ValueError(f"moves must be one of {MOVES}, got {self.moves!r}")
         init = self.baseline_init

@@ -102,7 +102,8 @@ class GDRAM(nn.Module):
     has stopped (this check is the forward's only host-device synchronisation). ``sample``: draw
     the moves from the policy (default: in training mode) or follow its mean. ``locations``
     (B, 2): look there at every step instead of asking the policy (the oracle and fixed
-    policies; log-probabilities and sigmas 0, weights 1).
+    policies; log-probabilities and sigmas 0, weights 1); ``locations`` (T, B, 2): glimpse t there,
+    with the policy's own mean of each step in ``mean_locations`` (the salient warm-up's guidance).
 
     ``retina`` (``forward(images, locations (B, 2)) -> (B, S*C, g, g)``) may be replaced by any
     module with the same contract.
@@ -214,11 +215,15 @@ class GDRAM(nn.Module):
             raise ValueError("fast=True (F-GDRAM) is an evaluation mode: call model.eval() first")
         if self.training and images.shape[0] < 2:
             raise ValueError("training needs a batch of at least 2 images (the emission network's BatchNorm)")
-        batch = images.shape[0]
-        if locations is not None and tuple(locations.shape) != (batch, 2):
-            raise ValueError(f"locations must have shape ({batch}, 2), got {tuple(locations.shape)}")
+        batch, steps = images.shape[0], self.config.num_glimpses
+        if locations is not None and tuple(locations.shape) not in ((batch, 2), (steps, batch, 2)):
+            raise ValueError(
+                f"locations must have shape ({batch}, 2) or ({steps}, {batch}, 2), got {tuple(locations.shape)}"
+            )
+        per_step = None
+        if locations is not None and locations.dim() == 3:  # a place per glimpse; the policy's means alongside
+            per_step = self.clip_location(locations.to(images.dtype))
         sample = self.training if sample is None else sample
-        steps = self.config.num_glimpses
         lower = (images.new_zeros(batch, self.config.hidden_size), images.new_zeros(batch, self.config.hidden_size))
         upper = None
         if self.context is not None:
@@ -227,6 +232,10 @@ class GDRAM(nn.Module):
         if locations is None:
             action, log_prob, sigma, mean = self.policy(lower[0], None if upper is None else upper[0], sample)
             location = self.clip_location(action)
+        elif per_step is not None:
+            mean = self.policy(lower[0], None if upper is None else upper[0], False)[3]
+            location = per_step[0]
+            log_prob, sigma = images.new_zeros(batch), images.new_zeros(batch, 2)
         else:
             fixed = self.clip_location(locations.to(images.dtype))
             location, mean = fixed, fixed
@@ -268,6 +277,10 @@ class GDRAM(nn.Module):
                 active = active & ~low
                 if t >= 2 and t + 1 < steps and not bool(active.any()):  # the documented sync
                     break
+            if t + 1 < steps and per_step is not None:
+                mu = self.policy(lower[0], None if upper is None else upper[0], False)[3]
+                mean = self.unclipped_move(location, mu)
+                location = per_step[t + 1]
             if t + 1 < steps and locations is None:
                 action, log_prob, sigma, mu = self.policy(lower[0], None if upper is None else upper[0], sample)
                 mean = self.unclipped_move(location, mu)

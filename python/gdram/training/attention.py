@@ -8,6 +8,7 @@ convention: -1 the left/top edge, +1 the right/bottom edge).
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from gdram.models.gdram import GlimpseResult
@@ -22,6 +23,21 @@ def box_centres(boxes: torch.Tensor, image_hw: tuple[int, int]) -> torch.Tensor:
     """(B, 4) boxes -> (B, 2) their centres (x, y) in [-1, 1] coordinates (NaN where unknown)."""
     height, width = image_hw
     return torch.stack(((boxes[:, 0] + boxes[:, 2]) / width - 1, (boxes[:, 1] + boxes[:, 3]) / height - 1), dim=1)
+
+
+def salient_locations(images: torch.Tensor, window: int) -> torch.Tensor:
+    """(B, 2) the most salient place of each image (B, C, H, W), in [-1, 1]: the peak of the local contrast
+    ``|x - the image's median|`` (summed over channels) averaged over a ``window`` x ``window`` square. No boxes;
+    on dark-background data such as the cluttered digits it is the densest blob of ink of the window's size."""
+    height, width = images.shape[-2:]
+    with torch.no_grad():
+        flat = images.float().flatten(2)
+        contrast = (flat - flat.median(dim=2, keepdim=True).values).abs().sum(1).view(-1, 1, height, width)
+        before, after = window // 2, window - 1 - window // 2
+        density = F.avg_pool2d(F.pad(contrast, (before, after, before, after)), window, stride=1)[:, 0]
+        index = density.flatten(1).argmax(1)
+        y, x = (index // width).to(images.dtype) + 0.5, (index % width).to(images.dtype) + 0.5
+        return torch.stack((x / width * 2 - 1, y / height * 2 - 1), dim=1)
 
 
 def run_policy(

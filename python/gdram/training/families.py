@@ -25,7 +25,7 @@ from gdram.models.config import GDRAMConfig
 from gdram.models.gdram import GDRAM, check_model_size, create_model
 from gdram.models.tnet import TNet, TNetResult, tnet_loss
 from gdram.models.tnet_config import TNetConfig
-from gdram.training.attention import cell_counts, glimpse_counts, run_policy
+from gdram.training.attention import cell_counts, glimpse_counts, run_policy, salient_locations
 from gdram.training.loss import border_loss, guidance_loss, hybrid_loss
 
 ModelConfig = GDRAMConfig | TNetConfig
@@ -155,8 +155,13 @@ class GDRAMFamily(Family):
             images, labels, boxes = (
                 value.repeat_interleave(config.episodes_per_image, dim=0) for value in (images, labels, boxes)
             )
+        salient = self._salient_warmup(model, epoch)
         with torch.autocast(images.device.type, dtype=torch.bfloat16, enabled=settings.amp):
-            result = run_policy(step_model, images, boxes)
+            if salient:
+                target, places = self._salient_places(model, images)
+                result = step_model(images, locations=places)
+            else:
+                result = run_policy(step_model, images, boxes)
         parts = hybrid_loss(
             result,
             labels,
@@ -166,6 +171,9 @@ class GDRAMFamily(Family):
             reinforce_weight=0.0 if epoch <= config.policy_warmup else 1.0,
         )
         total = parts.total
+        if salient:  # pull the policy's first mean glimpse to the salient place
+            first = result.mean_locations[0].float()
+            total = total + settings.guidance_weight * ((first - target) ** 2).sum(1).mean()
         if settings.location_guidance > 0:
             total = total + settings.guidance_weight * guidance_loss(result, boxes, config.image_hw)
         if config.border_penalty > 0 and isinstance(model, GDRAM):
@@ -173,6 +181,28 @@ class GDRAMFamily(Family):
         named = {"loss": parts.total, "classification": parts.classification}
         named.update(baseline=parts.baseline, reinforce=parts.reinforce)
         return StepLoss(total, named, result.logits, labels)
+
+    @staticmethod
+    def _salient_warmup(model: nn.Module, epoch: int) -> bool:
+        """Whether this epoch's glimpses go to the salient place (``warmup_glimpses="salient"``)."""
+        config = model.config
+        return (
+            isinstance(model, GDRAM)
+            and config.policy == "learned"
+            and config.warmup_glimpses == "salient"
+            and epoch <= config.policy_warmup
+        )
+
+    @staticmethod
+    def _salient_places(model: GDRAM, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, 2) each image's salient place (clipped) and (T, B, 2) the glimpses there, each jittered by
+        N(0, half a glimpse) per axis."""
+        config = model.config
+        target = model.clip_location(salient_locations(images, 2 * config.glimpse_size))
+        height, width = config.image_hw
+        spread = images.new_tensor([config.glimpse_size / width, config.glimpse_size / height])
+        noise = torch.randn(config.num_glimpses, *target.shape, device=images.device, dtype=images.dtype)
+        return target, target + spread * noise
 
     def evaluation(
         self, model: nn.Module, images: torch.Tensor, boxes: torch.Tensor, fast: bool, sample: bool
