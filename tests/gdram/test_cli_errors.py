@@ -23,37 +23,9 @@ from gdram.cli.parser import build_parser
 from gdram.training.checkpoint import load_checkpoint, save_checkpoint
 from gdram.training.trainer import Trainer
 from PIL import Image
-from tiny import TINY_MODEL, write_npz
+from tiny import one_error_line, train_tiny, write_npz
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-def _train(data: str, out: Path, *extra: str) -> int:
-    return main(
-        [
-            "train",
-            "--data",
-            data,
-            "--epochs",
-            "1",
-            "--batch-size",
-            "8",
-            "--out",
-            str(out),
-            "--quiet",
-            *TINY_MODEL,
-            *extra,
-        ]
-    )
-
-
-def _one_error_line(capsys, *fragments: str) -> str:
-    err = capsys.readouterr().err
-    lines = [line for line in err.splitlines() if line.startswith("gdram ") and "error: " in line]
-    assert "Traceback" not in err and len(lines) == 1, err
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
-    return lines[0]
 
 
 def _usage_error(argv: list[str], capsys) -> str:
@@ -69,7 +41,7 @@ def _usage_error(argv: list[str], capsys) -> str:
 def test_visualize_refuses_a_zoom_that_would_make_a_huge_picture(trained_run, tmp_path, capsys):
     out = tmp_path / "p.png"
     assert main(["visualize", str(trained_run / "best.pt"), "--out", str(out), "--zoom", "1000", "--n", "2"]) == 1
-    _one_error_line(capsys, "48004x24000 pixels", "over the limit", "use a zoom of at most 241")
+    one_error_line(capsys, "48004x24000 pixels", "over the limit", "use a zoom of at most 241")
     assert not out.exists()
 
 
@@ -126,7 +98,7 @@ def test_zero_negative_and_nonsense_numbers_are_usage_errors_naming_the_flag(arg
 
 
 def test_epochs_and_batch_size_given_are_used_not_replaced_by_defaults(tiny_npz, tmp_path, capsys):
-    assert _train(tiny_npz, tmp_path / "r", "--epochs", "2", "--batch-size", "5") == 0
+    assert train_tiny(tiny_npz, tmp_path / "r", "--epochs", "2", "--batch-size", "5") == 0
     saved = load_checkpoint(tmp_path / "r" / "last.pt")
     assert saved["epoch"] == 2 and saved["train"]["batch_size"] == 5
 
@@ -137,14 +109,14 @@ def test_epochs_and_batch_size_given_are_used_not_replaced_by_defaults(tiny_npz,
 def test_eval_and_visualize_refuse_data_with_more_classes_than_the_model(trained_run, tmp_path, capsys):
     five = write_npz(tmp_path / "five.npz", classes=5)
     assert main(["eval", str(trained_run / "best.pt"), "--data", five, "--no-latency"]) == 1
-    _one_error_line(capsys, "predicts 3 classes but five.npz has 5")
+    one_error_line(capsys, "predicts 3 classes but five.npz has 5")
     assert main(["visualize", str(trained_run / "best.pt"), "--data", five, "--out", str(tmp_path / "v.png")]) == 1
-    _one_error_line(capsys, "predicts 3 classes")
+    one_error_line(capsys, "predicts 3 classes")
 
 
 def test_training_data_lacking_a_class_of_the_other_splits_warns(tmp_path, capsys):
     data = write_npz(tmp_path / "gap.npz", classes=3, train_classes=2)
-    assert _train(data, tmp_path / "r") == 0
+    assert train_tiny(data, tmp_path / "r") == 0
     err = capsys.readouterr().err
     assert "warning: the training split of gap.npz has no image of 1 of its 3 classes (2)" in err
     assert load_checkpoint(tmp_path / "r" / "last.pt")["config"]["num_classes"] == 3
@@ -156,8 +128,8 @@ def test_a_label_of_a_billion_is_refused_before_anything_is_allocated(tmp_path, 
     labels = np.array([0, 1, 2, 0, 1, 10**9])
     np.savez(path, x_train=images, y_train=labels, x_val=images, y_val=labels % 3, x_test=images, y_test=labels % 3)
     start = time.perf_counter()
-    assert _train(str(path), tmp_path / "r") == 1
-    _one_error_line(capsys, "labels go up to 1000000000", "labels must be class indices")
+    assert train_tiny(str(path), tmp_path / "r") == 1
+    one_error_line(capsys, "labels go up to 1000000000", "labels must be class indices")
     assert time.perf_counter() - start < 30 and not (tmp_path / "r").exists()
 
 
@@ -170,7 +142,7 @@ def test_eval_of_random_bytes_is_one_line(seed, tmp_path, capsys):
     path = tmp_path / "noise.pt"
     path.write_bytes(rng.integers(0, 256, size=int(rng.integers(1, 400)), dtype=np.uint8).tobytes())
     assert main(["eval", str(path)]) == 1
-    _one_error_line(capsys, "noise.pt: ")
+    one_error_line(capsys, "noise.pt: ")
 
 
 def _image_folder(root: Path) -> Path:
@@ -188,8 +160,8 @@ def _image_folder(root: Path) -> Path:
 def test_a_corrupt_image_stops_the_run_before_training_naming_the_file(tmp_path, capsys):
     folder = _image_folder(tmp_path / "images")
     (folder / "val" / "b" / "2.png").write_bytes(b"not an image at all")
-    assert _train(str(folder), tmp_path / "r", "--workers", "0") == 1
-    _one_error_line(capsys, "val/b/2.png: unreadable image", "remove or replace it")
+    assert train_tiny(str(folder), tmp_path / "r", "--workers", "0") == 1
+    one_error_line(capsys, "val/b/2.png: unreadable image", "remove or replace it")
     assert not (tmp_path / "r").exists()
 
 
@@ -209,22 +181,22 @@ def test_an_image_that_fails_to_decode_later_is_named(tmp_path):
 def test_out_that_is_a_file_or_below_a_file_is_one_line(tiny_npz, tmp_path, capsys):
     file = tmp_path / "taken"
     file.write_text("x")
-    assert _train(tiny_npz, file) == 1
-    _one_error_line(capsys, "taken exists and is not a directory")
-    assert _train(tiny_npz, file / "run") == 1
-    _one_error_line(capsys, "taken exists and is not a directory")
+    assert train_tiny(tiny_npz, file) == 1
+    one_error_line(capsys, "taken exists and is not a directory")
+    assert train_tiny(tiny_npz, file / "run") == 1
+    one_error_line(capsys, "taken exists and is not a directory")
 
 
 def test_init_from_a_missing_checkpoint_is_one_line_and_leaves_no_run(tiny_npz, tmp_path, capsys):
-    assert _train(tiny_npz, tmp_path / "run", "--init-from", str(tmp_path / "gone.pt")) == 1
-    _one_error_line(capsys, "gone.pt: no such checkpoint file")
+    assert train_tiny(tiny_npz, tmp_path / "run", "--init-from", str(tmp_path / "gone.pt")) == 1
+    one_error_line(capsys, "gone.pt: no such checkpoint file")
     assert not (tmp_path / "run").exists()
 
 
 def test_a_read_only_run_directory_is_refused_before_loading_data(tiny_npz, tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(gdram.files.os, "access", lambda path, mode: False)
-    assert _train(tiny_npz, tmp_path / "r") == 1
-    _one_error_line(capsys, "cannot write in", "read-only or no permission")
+    assert train_tiny(tiny_npz, tmp_path / "r") == 1
+    one_error_line(capsys, "cannot write in", "read-only or no permission")
 
 
 def test_a_full_disk_during_training_is_one_line_naming_the_checkpoint(tiny_npz, tmp_path, monkeypatch, capsys):
@@ -233,8 +205,8 @@ def test_a_full_disk_during_training_is_one_line_naming_the_checkpoint(tiny_npz,
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(checkpoint.torch, "save", disk_full)
-    assert _train(tiny_npz, tmp_path / "r") == 1
-    _one_error_line(capsys, "best.pt: could not write the checkpoint (No space left on device)")  # best.pt first
+    assert train_tiny(tiny_npz, tmp_path / "r") == 1
+    one_error_line(capsys, "best.pt: could not write the checkpoint (No space left on device)")  # best.pt first
     assert not [name for name in os.listdir(tmp_path / "r") if name.endswith(".tmp")]
 
 
@@ -245,8 +217,8 @@ def test_a_write_error_without_a_file_name_names_the_run_directory(tiny_npz, tmp
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(gdram.training.runfiles, "write_text", disk_full)
-    assert _train(tiny_npz, tmp_path / "r") == 1
-    _one_error_line(capsys, f"No space left on device (run directory {tmp_path / 'r'})")
+    assert train_tiny(tiny_npz, tmp_path / "r") == 1
+    one_error_line(capsys, f"No space left on device (run directory {tmp_path / 'r'})")
 
 
 def test_writing_a_picture_on_a_read_only_place_is_one_line(trained_run, tmp_path, monkeypatch, capsys):
@@ -255,7 +227,7 @@ def test_writing_a_picture_on_a_read_only_place_is_one_line(trained_run, tmp_pat
 
     monkeypatch.setattr(Image.Image, "save", read_only)
     assert main(["visualize", str(trained_run / "best.pt"), "--n", "2", "--out", str(tmp_path / "p.png")]) == 1
-    _one_error_line(capsys, "p.png: Read-only file system")
+    one_error_line(capsys, "p.png: Read-only file system")
 
 
 def test_visualize_out_naming_a_directory_is_a_usage_error(trained_run, tmp_path, capsys):
@@ -271,7 +243,7 @@ def test_an_unexpected_error_is_one_line_with_the_traceback_kept_in_a_file(train
 
     monkeypatch.setattr(cli, "evaluation_totals", broken)
     assert main(["eval", str(trained_run / "best.pt"), "--no-latency"]) == 1
-    line = _one_error_line(capsys, "internal error: RuntimeError: boom (full traceback in ")
+    line = one_error_line(capsys, "internal error: RuntimeError: boom (full traceback in ")
     kept = Path(line.split("full traceback in ")[1].rstrip(")"))
     assert "Traceback" in kept.read_text() and "boom" in kept.read_text()
     kept.unlink()
@@ -313,7 +285,7 @@ def test_sigint_in_the_first_second_prints_no_traceback(tmp_path, delay: float):
 
 def test_eval_honours_image_size_with_the_checkpoints_own_data(trained_run, capsys):
     assert main(["eval", str(trained_run / "best.pt"), "--image-size", "40", "--no-latency"]) == 1
-    _one_error_line(capsys, "expects 1x24x24 images but tiny.npz has 1x40x40")
+    one_error_line(capsys, "expects 1x24x24 images but tiny.npz has 1x40x40")
 
 
 @pytest.mark.parametrize(
@@ -332,7 +304,7 @@ def test_resume_refuses_settings_it_would_ignore(trained_run, flags, refused, ca
 
 
 def test_resume_refuses_fewer_epochs_than_already_trained(tiny_npz, tmp_path, capsys):
-    assert _train(tiny_npz, tmp_path / "r", "--epochs", "2") == 0
+    assert train_tiny(tiny_npz, tmp_path / "r", "--epochs", "2") == 0
     err = _usage_error(["train", "--resume", "--out", str(tmp_path / "r"), "--epochs", "1"], capsys)
     assert "--epochs 1 (the total; the run has already trained 2)" in err
 
@@ -375,7 +347,7 @@ def test_a_run_finds_its_data_from_any_folder_and_notices_when_it_changed(tmp_pa
     work.mkdir()
     write_npz(work / "d.npz")
     monkeypatch.chdir(work)
-    assert _train("d.npz", Path("run")) == 0
+    assert train_tiny("d.npz", Path("run")) == 0
     data = json.loads((work / "run" / "config.json").read_text())["data"]
     assert data["source"] == str(work / "d.npz") and data["fingerprint"].startswith("sha256:")
     monkeypatch.chdir(tmp_path)
@@ -383,7 +355,7 @@ def test_a_run_finds_its_data_from_any_folder_and_notices_when_it_changed(tmp_pa
     capsys.readouterr()
     write_npz(work / "d.npz", size=24, classes=2)
     assert main(["eval", "work/run/best.pt", "--no-latency"]) == 1
-    _one_error_line(capsys, "d.npz has changed since work/run/best.pt was trained on it", "pass --data")
+    one_error_line(capsys, "d.npz has changed since work/run/best.pt was trained on it", "pass --data")
     assert main(["eval", "work/run/best.pt", "--no-latency", "--data", "work/d.npz"]) == 0
 
 
@@ -392,7 +364,7 @@ def test_resume_refuses_other_data_and_records_moved_data(tiny_npz, trained_run,
     shutil.copytree(trained_run, run)
     other = write_npz(tmp_path / "other.npz", classes=2)
     assert main(["train", "--resume", "--out", str(run), "--epochs", "2", "--data", other]) == 1
-    _one_error_line(capsys, "other.npz is not the data set the run in", "start a new run")
+    one_error_line(capsys, "other.npz is not the data set the run in", "start a new run")
     moved = tmp_path / "moved.npz"
     shutil.copy(tiny_npz, moved)
     assert main(["train", "--resume", "--out", str(run), "--epochs", "2", "--data", str(moved), "--quiet"]) == 0
@@ -442,11 +414,11 @@ def test_data_that_is_not_an_npz_file_is_named_for_what_it_is(tmp_path, capsys):
     png = tmp_path / "some.png"
     Image.fromarray(np.zeros((8, 8), np.uint8), "L").save(png)
     assert main(["train", "--data", str(png), "--out", str(tmp_path / "r")]) == 1
-    _one_error_line(capsys, "some.png: not a readable .npz file, it is a PNG image")
+    one_error_line(capsys, "some.png: not a readable .npz file, it is a PNG image")
     npy = tmp_path / "array.npy"
     np.save(npy, np.zeros(3))
     assert main(["train", "--data", str(npy), "--out", str(tmp_path / "r")]) == 1
-    _one_error_line(capsys, "it is a .npy file (one array)")
+    one_error_line(capsys, "it is a .npy file (one array)")
 
 
 def test_a_temporary_left_by_a_killed_run_is_removed_on_the_next_start(tiny_npz, trained_run, tmp_path, capsys):
@@ -459,7 +431,7 @@ def test_a_temporary_left_by_a_killed_run_is_removed_on_the_next_start(tiny_npz,
     fresh = tmp_path / "fresh"
     fresh.mkdir()
     (fresh / ".best.pt.999999998.tmp").write_bytes(b"")
-    assert _train(tiny_npz, fresh) == 0
+    assert train_tiny(tiny_npz, fresh) == 0
     assert not (fresh / ".best.pt.999999998.tmp").exists()
 
 
@@ -467,7 +439,7 @@ def test_a_temporary_left_by_a_killed_run_is_removed_on_the_next_start(tiny_npz,
 
 
 def test_without_a_terminal_there_is_no_progress_bar_but_quiet_keeps_the_epoch_lines(tiny_npz, tmp_path, capsys):
-    assert _train(tiny_npz, tmp_path / "r", "--epochs", "2") == 0
+    assert train_tiny(tiny_npz, tmp_path / "r", "--epochs", "2") == 0
     captured = capsys.readouterr()
     assert "\r" not in captured.err and "batch/s" not in captured.err
     assert "epoch 1/2:" in captured.err and "epoch 2/2:" in captured.err
@@ -482,7 +454,7 @@ def test_an_interrupt_names_the_real_run_and_suggests_resume_only_with_a_checkpo
         raise KeyboardInterrupt
 
     monkeypatch.setattr(Trainer, "fit", interrupted)
-    assert _train(tiny_npz, tmp_path / "new") == 130
+    assert train_tiny(tiny_npz, tmp_path / "new") == 130
     err = capsys.readouterr().err
     assert f"\ngdram train: interrupted; no checkpoint was written in {tmp_path / 'new'} yet" in err
     assert "RUNDIR" not in err
@@ -498,7 +470,7 @@ def test_sigterm_stops_like_ctrl_c_with_exit_code_143(tiny_npz, tmp_path, monkey
         time.sleep(5)
 
     monkeypatch.setattr(Trainer, "fit", terminated)
-    assert _train(tiny_npz, tmp_path / "r") == 143
+    assert train_tiny(tiny_npz, tmp_path / "r") == 143
     assert "gdram train: terminated" in capsys.readouterr().err
     assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
 
@@ -549,7 +521,7 @@ def test_eval_fast_on_the_cnn_baseline_is_refused_not_called_f_gdram(tiny_npz, t
     )
     capsys.readouterr()
     assert main(["eval", str(tmp_path / "cnn" / "best.pt"), "--fast", "--no-latency"]) == 1
-    line = _one_error_line(capsys, "the CNN baseline (no glimpses)")
+    line = one_error_line(capsys, "the CNN baseline (no glimpses)")
     assert "F-GDRAM" not in line
 
 

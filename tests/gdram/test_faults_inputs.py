@@ -30,38 +30,9 @@ from gdram.training.trainer import Trainer
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
-from tiny import TINY_MODEL, write_npz
+from tiny import one_error_line, train_tiny, write_npz
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-def _train(data: str, out: Path, *extra: str) -> int:
-    return main(
-        [
-            "train",
-            "--data",
-            data,
-            "--epochs",
-            "1",
-            "--batch-size",
-            "8",
-            "--out",
-            str(out),
-            "--quiet",
-            *TINY_MODEL,
-            *extra,
-        ]
-    )
-
-
-def _one_error_line(capsys, *fragments: str) -> str:
-    err = capsys.readouterr().err
-    lines = [line for line in err.splitlines() if line.startswith("gdram ") and "error: " in line]
-    assert "Traceback" not in err and len(lines) == 1, err
-    assert "internal error" not in lines[0], lines[0]
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
-    return lines[0]
 
 
 def _usage_error(argv: list[str], capsys) -> str:
@@ -127,18 +98,18 @@ def test_a_npz_with_a_bad_crc_is_one_line_for_train_and_eval(npz_bytes, trained_
     data_start = member.header_offset + 30 + len(member.filename) + len(member.extra)
     damaged[data_start + member.file_size - 1] ^= 0xFF  # the last byte of the first array: only the CRC notices
     path.write_bytes(bytes(damaged))
-    assert _train(str(path), tmp_path / "r") == 1
-    _one_error_line(capsys, "crc.npz: truncated, damaged or not a readable .npz file")
+    assert train_tiny(str(path), tmp_path / "r") == 1
+    one_error_line(capsys, "crc.npz: truncated, damaged or not a readable .npz file")
     assert not (tmp_path / "r").exists()
     assert main(["eval", str(trained_run / "best.pt"), "--data", str(path), "--no-latency"]) == 1
-    _one_error_line(capsys, "crc.npz: truncated, damaged")
+    one_error_line(capsys, "crc.npz: truncated, damaged")
 
 
 def test_a_truncated_npz_is_one_line(npz_bytes, tmp_path, capsys):
     path = tmp_path / "cut.npz"
     path.write_bytes(npz_bytes[: len(npz_bytes) // 2])
-    assert _train(str(path), tmp_path / "r") == 1
-    _one_error_line(capsys, "cut.npz: truncated, damaged or not a readable .npz file")
+    assert train_tiny(str(path), tmp_path / "r") == 1
+    one_error_line(capsys, "cut.npz: truncated, damaged or not a readable .npz file")
 
 
 # ------------------------------------------------------------------ 6, 7: the data cache
@@ -176,7 +147,7 @@ def test_an_unwritable_cache_is_refused_before_the_data_is_built_naming_it(tiny_
 
     monkeypatch.setattr(cluttered, "_build_cluttered_digits", never)
     assert main(["train", "--out", str(tmp_path / "r"), "--quiet"]) == 1
-    _one_error_line(capsys, str(tmp_path / "afile" / "cache"), "set GDRAM_CACHE to a writable folder")
+    one_error_line(capsys, str(tmp_path / "afile" / "cache"), "set GDRAM_CACHE to a writable folder")
     assert not (tmp_path / "r").exists()
 
 
@@ -205,9 +176,9 @@ def test_a_checkpoint_asking_for_a_huge_model_is_refused_without_building_it(tra
     path = _huge(trained_run, tmp_path / "huge.pt")
     start = time.perf_counter()
     assert main(["eval", str(path), "--no-latency"]) == 1
-    _one_error_line(capsys, "huge.pt: refused to build it", "parameters (at most 1,000,000,000)")
+    one_error_line(capsys, "huge.pt: refused to build it", "parameters (at most 1,000,000,000)")
     assert main(["visualize", str(path), "--out", str(tmp_path / "v.png")]) == 1
-    _one_error_line(capsys, "huge.pt: refused to build it")
+    one_error_line(capsys, "huge.pt: refused to build it")
     with pytest.raises(CheckpointError, match="refused to build it"):
         load_model(path)
     assert time.perf_counter() - start < 30
@@ -218,7 +189,7 @@ def test_resuming_a_run_whose_checkpoint_asks_for_a_huge_model_is_refused(traine
     shutil.copytree(trained_run, run)
     _huge(trained_run, run / "last.pt")
     assert main(["train", "--resume", "--out", str(run), "--epochs", "2"]) == 1
-    _one_error_line(capsys, "last.pt: cannot be resumed", "parameters (at most")
+    one_error_line(capsys, "last.pt: cannot be resumed", "parameters (at most")
 
 
 def test_a_cpu_out_of_memory_is_the_out_of_memory_line(tiny_npz, tmp_path, monkeypatch, capsys):
@@ -226,8 +197,8 @@ def test_a_cpu_out_of_memory_is_the_out_of_memory_line(tiny_npz, tmp_path, monke
         torch.empty(2**62, dtype=torch.uint8)
 
     monkeypatch.setattr(Trainer, "fit", allocate)
-    assert _train(tiny_npz, tmp_path / "r") == 1
-    _one_error_line(capsys, "error: out of memory", "lower --batch-size")
+    assert train_tiny(tiny_npz, tmp_path / "r") == 1
+    one_error_line(capsys, "error: out of memory", "lower --batch-size")
 
 
 # ------------------------------------------------------------------ 9: image folders
@@ -285,8 +256,8 @@ def test_the_oracle_without_validation_or_test_boxes_is_refused_before_the_first
     with np.load(write_npz(tmp_path / "b.npz", boxes=(2, 2, 10, 10))) as stored:
         arrays = {name: stored[name] for name in stored.files if name not in ("box_val", "box_test")}
     np.savez(path, **arrays)
-    assert _train(str(path), tmp_path / "r", "--policy", "oracle", "--epochs", "3") == 1
-    line = _one_error_line(capsys, "the oracle policy needs a target box for every image", "val split")
+    assert train_tiny(str(path), tmp_path / "r", "--policy", "oracle", "--epochs", "3") == 1
+    line = one_error_line(capsys, "the oracle policy needs a target box for every image", "val split")
     assert "epoch 1/" not in line and not (tmp_path / "r" / "last.pt").exists()
 
 
@@ -311,7 +282,7 @@ def test_resuming_a_checkpoint_of_another_version_is_one_line(trained_run, tmp_p
     change(state)
     save_checkpoint(state, run / "last.pt")
     assert main(["train", "--resume", "--out", str(run), "--epochs", "2", "--quiet"]) == 1
-    _one_error_line(capsys, "last.pt: cannot be resumed", fragment)
+    one_error_line(capsys, "last.pt: cannot be resumed", fragment)
     assert load_checkpoint(run / "last.pt")["epoch"] == 1
 
 
@@ -323,14 +294,14 @@ def test_uint64_labels_beyond_int64_are_reported_as_they_are(tmp_path, capsys):
     images = np.zeros((6, 24, 24), np.uint8)
     labels = np.array([0, 1, 2, 0, 1, 2**63 + 5], dtype=np.uint64)
     np.savez(path, x_train=images, y_train=labels, x_val=images, y_val=labels % 3, x_test=images, y_test=labels % 3)
-    assert _train(str(path), tmp_path / "r") == 1
-    line = _one_error_line(capsys, f"y_train has labels up to {2**63 + 5}", "class indices")
+    assert train_tiny(str(path), tmp_path / "r") == 1
+    line = one_error_line(capsys, f"y_train has labels up to {2**63 + 5}", "class indices")
     assert "min -" not in line
 
 
 def test_a_device_given_as_a_checkpoint_is_not_called_missing(tiny_npz, tmp_path, capsys):
-    assert _train(tiny_npz, tmp_path / "r", "--init-from", "/dev/zero") == 1
-    _one_error_line(capsys, "/dev/zero: not a regular file")
+    assert train_tiny(tiny_npz, tmp_path / "r", "--init-from", "/dev/zero") == 1
+    one_error_line(capsys, "/dev/zero: not a regular file")
     with pytest.raises(CheckpointError, match="no such checkpoint file"):
         load_state_file(tmp_path / "absent.pt")
 

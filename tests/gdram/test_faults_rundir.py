@@ -28,23 +28,9 @@ from gdram.training.checkpoint import load_checkpoint
 from gdram.training.runfiles import LOCK_NAME, RunFiles, claim_new_run_dir, lock_run_dir
 from gdram.training.trainer import Trainer, TrainSettings
 from PIL import Image
-from tiny import TINY_MODEL, tiny_config, tiny_data
+from tiny import one_error_line, tiny_config, tiny_data, train_tiny
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-def _train(data: str, out: Path | None, *extra: str) -> int:
-    where = [] if out is None else ["--out", str(out)]
-    return main(["train", "--data", data, "--epochs", "1", "--batch-size", "8", *where, "--quiet", *TINY_MODEL, *extra])
-
-
-def _one_error_line(capsys, *fragments: str) -> str:
-    err = capsys.readouterr().err
-    lines = [line for line in err.splitlines() if line.startswith("gdram ") and "error: " in line]
-    assert "Traceback" not in err and len(lines) == 1, err
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
-    return lines[0]
 
 
 def _snapshot(folder: Path) -> dict[str, bytes]:
@@ -103,14 +89,14 @@ def test_a_run_directory_in_use_by_a_live_run_is_refused_and_a_killed_runs_lock_
     )
     try:
         assert holder.stdout.readline().strip() == "locked"
-        assert _train(tiny_npz, run) == 1
-        _one_error_line(capsys, f"{run} is in use by another gdram run (process {holder.pid})")
+        assert train_tiny(tiny_npz, run) == 1
+        one_error_line(capsys, f"{run} is in use by another gdram run (process {holder.pid})")
         assert not (run / "config.json").exists() and not (run / "last.pt").exists()
     finally:
         holder.send_signal(signal.SIGKILL)
         holder.wait()
     assert (run / LOCK_NAME).exists()  # what the killed run left: a lock file no process holds
-    assert _train(tiny_npz, run) == 0
+    assert train_tiny(tiny_npz, run) == 0
     assert load_checkpoint(run / "last.pt")["epoch"] == 1 and not (run / LOCK_NAME).exists()
 
 
@@ -144,8 +130,8 @@ def test_runs_started_in_the_same_second_with_the_default_out_get_their_own_dire
 ):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(gdram.training.api.time, "strftime", lambda pattern: "20250101-000000")
-    assert _train(tiny_npz, None) == 0
-    assert _train(tiny_npz, None) == 0
+    assert train_tiny(tiny_npz, None) == 0
+    assert train_tiny(tiny_npz, None) == 0
     first, second = Path("runs/gdram-tiny-20250101-000000"), Path("runs/gdram-tiny-20250101-000000-2")
     assert load_checkpoint(first / "last.pt")["epoch"] == 1 and load_checkpoint(second / "last.pt")["epoch"] == 1
     assert json.loads((second / "summary.json").read_text())["run_dir"] == str(second)
@@ -194,8 +180,8 @@ def test_an_existing_folder_that_is_not_a_run_is_refused_and_left_as_it_was(tiny
     for name, text in contents.items():
         (project / name).write_text(text)
     before = _snapshot(project)
-    assert _train(tiny_npz, project) == 1
-    _one_error_line(capsys, f"{project} is a folder that is not a gdram run", "choose another run directory")
+    assert train_tiny(tiny_npz, project) == 1
+    one_error_line(capsys, f"{project} is a folder that is not a gdram run", "choose another run directory")
     assert _snapshot(project) == before and sorted(os.listdir(project)) == sorted(contents)
 
 
@@ -205,26 +191,26 @@ def test_a_finished_run_whose_last_pt_is_gone_is_refused(trained_run, tmp_path, 
     for name in ("config.json", "best.pt", "summary.json"):
         (run / name).write_bytes((trained_run / name).read_bytes())
     before = _snapshot(run)
-    assert _train(json.loads((run / "config.json").read_text())["data"]["source"], run) == 1
-    _one_error_line(capsys, "holds a finished gdram run (summary.json) but no last.pt")
+    assert train_tiny(json.loads((run / "config.json").read_text())["data"]["source"], run) == 1
+    one_error_line(capsys, "holds a finished gdram run (summary.json) but no last.pt")
     assert _snapshot(run) == before
 
 
 def test_an_empty_folder_or_a_run_stopped_before_its_first_checkpoint_is_used(tiny_npz, trained_run, tmp_path):
     empty = tmp_path / "empty"
     empty.mkdir()
-    assert _train(tiny_npz, empty) == 0
+    assert train_tiny(tiny_npz, empty) == 0
     stopped = tmp_path / "stopped"
     stopped.mkdir()
     (stopped / "config.json").write_bytes((trained_run / "config.json").read_bytes())
     (stopped / "best.pt").write_bytes(b"a best.pt of an interrupted first epoch")
-    assert _train(tiny_npz, stopped) == 0
+    assert train_tiny(tiny_npz, stopped) == 0
     assert load_checkpoint(stopped / "best.pt")["epoch"] == 1
 
 
 def test_a_failed_start_leaves_no_folder_it_created(tiny_npz, tmp_path, capsys):
     out = tmp_path / "new" / "run"
-    assert _train(tiny_npz, out, "--init-from", str(tmp_path / "gone.pt")) == 1
+    assert train_tiny(tiny_npz, out, "--init-from", str(tmp_path / "gone.pt")) == 1
     assert not (tmp_path / "new").exists()
 
 
@@ -247,7 +233,7 @@ def test_a_run_directory_inside_the_image_folder_is_refused_before_anything_is_w
     images = _image_folder(tmp_path / "images")
     before = _snapshot(images)
     with pytest.raises(SystemExit) as exit_info:
-        _train(str(images), images / place, "--workers", "0")
+        train_tiny(str(images), images / place, "--workers", "0")
     assert exit_info.value.code == 2
     err = capsys.readouterr().err
     assert "lies inside the image folder" in err and len(err.splitlines()) == 1
@@ -257,8 +243,8 @@ def test_a_run_directory_inside_the_image_folder_is_refused_before_anything_is_w
 def test_the_default_run_directory_inside_the_image_folder_is_refused(tmp_path, monkeypatch, capsys):
     images = _image_folder(tmp_path / "images")
     monkeypatch.chdir(images)
-    assert _train(".", None, "--workers", "0") == 1
-    _one_error_line(capsys, "lies inside the image folder")
+    assert train_tiny(".", None, "--workers", "0") == 1
+    one_error_line(capsys, "lies inside the image folder")
     assert not (images / "runs").exists()
 
 
@@ -268,7 +254,7 @@ def test_the_default_run_directory_inside_the_image_folder_is_refused(tmp_path, 
 def test_visualize_out_below_a_file_names_the_file(trained_run, tmp_path, capsys):
     (tmp_path / "afile").write_text("x")
     assert main(["visualize", str(trained_run / "best.pt"), "--out", str(tmp_path / "afile" / "x.png")]) == 1
-    _one_error_line(capsys, f"{tmp_path / 'afile'} exists and is not a directory")
+    one_error_line(capsys, f"{tmp_path / 'afile'} exists and is not a directory")
 
 
 # ------------------------------------------------------------------ 4: interrupted at every write

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from gdram.cli.main import main
 from gdram.data.datasets import DataSplits, TensorImages
 from gdram.models.config import GDRAMConfig
 
@@ -27,6 +28,22 @@ SMALL = {
 
 # `gdram train` flags of a model that trains in a second on 24x24 images.
 TINY_MODEL = ["--glimpses", "2", "--glimpse-size", "8", "--scales", "2", "--hidden-size", "16"]
+
+
+def train_tiny(data: str, out: Path | None, *extra: str) -> int:
+    """``gdram train`` of the tiny model on ``data`` for one epoch into ``out`` (None: the default run directory)."""
+    where = [] if out is None else ["--out", str(out)]
+    return main(["train", "--data", data, "--epochs", "1", "--batch-size", "8", *where, "--quiet", *TINY_MODEL, *extra])
+
+
+def one_error_line(capsys, *fragments: str) -> str:
+    """The command's one error line on stderr (no traceback), holding every fragment."""
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.startswith("gdram ") and "error: " in line]
+    assert "Traceback" not in err and len(lines) == 1, err
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+    return lines[0]
 
 
 def write_npz(
