@@ -54,6 +54,19 @@ def test_recipes_fill_every_ingredient_and_an_explicit_field_wins() -> None:
     assert small(recipe="paper", context_mode="area").context_mode == "area"
 
 
+def test_robust_sigma_range_keeps_its_pixels_on_images_larger_than_64() -> None:
+    def sigma_range(**fields) -> tuple[float, float]:
+        return GDRAMConfig(num_classes=10, in_channels=1, **fields).sigma_range
+
+    assert sigma_range(image_size=64) == sigma_range(image_size=32) == (0.3, 1.0)
+    assert sigma_range(image_size=128) == (0.15, 0.5)  # 9.6-32 px of a half side, as on 64 px
+    assert sigma_range(image_size=(64, 256)) == (0.075, 0.25)  # the longer side
+    assert sigma_range(image_size=128, sigma_range=(0.3, 1.0)) == (0.3, 1.0)
+    assert sigma_range(image_size=128, recipe="paper") == RECIPE_INGREDIENTS["paper"]["sigma_range"]
+    config = GDRAMConfig(num_classes=10, in_channels=1, image_size=512)
+    assert GDRAMConfig(**json.loads(json.dumps(dataclasses.asdict(config)))) == config
+
+
 def test_config_round_trips_through_json_for_both_recipes() -> None:
     for recipe in RECIPE_INGREDIENTS:
         config = small(recipe=recipe)

@@ -1,4 +1,5 @@
-"""Rerunnable experiments: ``python -m gdram.experiments attention``, ``... corner``, ``... alignment``, ``... tnet``.
+"""Rerunnable experiments: ``python -m gdram.experiments attention``, ``... canvas``, ``... corner``, ``... alignment``,
+``... tnet``.
 
 ``attention`` asks whether learned glimpses beat glimpses that ignore the image: it trains GDRAM
 with the learned policy, the random policy and the centre policy (and, optionally, learned with
@@ -16,6 +17,9 @@ exploration sigmas and rewards, in seconds.
 
 ``corner`` asks the attention question on a tiny task that only a glimpse at one place can solve
 (:func:`corner_task`, seconds per run): each recipe and policy, one table.
+
+``canvas`` measures how fast attention learns on a large canvas from scratch, recipe against recipe, guidance,
+curriculum and the oracle (:mod:`gdram.experiments.canvas`).
 
 ``tnet`` sets TNet against the same backbone reading the whole image (:mod:`gdram.experiments.tnet`).
 """
@@ -46,6 +50,7 @@ from gdram.cli.options import (
 )
 from gdram.data.datasets import DataSplits, TensorImages, batches
 from gdram.data.loading import DATASETS, load_data
+from gdram.experiments import canvas
 from gdram.experiments.tnet import ARMS, tnet_study
 from gdram.experiments.tnet import plot as tnet_plot
 from gdram.experiments.tnet import table as tnet_table
@@ -412,6 +417,25 @@ def build_parser() -> argparse.ArgumentParser:
         help="an earlier experiment's --out: each run starts from its namesake's best.pt (e.g. smaller canvases first)",
     )
     run.add_argument("--out", type=Path, help="output folder (default: experiments/attention-<dataset>)")
+    large = commands.add_parser(
+        "canvas",
+        formatter_class=HelpFormatter,
+        help="from scratch on a large canvas: recipes, guidance, curriculum, random, centre, oracle; learning curves",
+    )
+    large.add_argument("--dataset", default="cluttered-digits-128", help="the large canvas (a named data set)")
+    large.add_argument(
+        "--small-dataset", default="cluttered-digits", help="the curriculum's first canvas (the same digits, smaller)"
+    )
+    large.add_argument(
+        "--arms", nargs="+", default=list(canvas.ARMS), choices=list(canvas.ARMS), help="what to compare"
+    )
+    large.add_argument("--seeds", type=non_negative_int, nargs="+", default=[0], help="seeds of every arm but default")
+    large.add_argument(
+        "--default-seeds", type=non_negative_int, nargs="+", default=[0, 1, 2], help="seeds of the default arm"
+    )
+    large.add_argument("--epochs", type=positive_int, default=EMBEDDED_EPOCHS, help="epochs of every run")
+    large.add_argument("--batch-size", type=positive_int, default=EMBEDDED_BATCH_SIZE, help="images per step")
+    large.add_argument("--out", type=Path, help="output folder (default: experiments/canvas-<dataset>)")
     pyramid = commands.add_parser(
         "tnet",
         formatter_class=HelpFormatter,
@@ -464,9 +488,11 @@ def _check_arguments(args: argparse.Namespace) -> None:
         existing = next(place for place in (out, *out.parents) if place.exists())
         if not existing.is_dir():
             raise ValueError(f"argument --out: {existing} exists and is not a directory")
-    dataset = getattr(args, "dataset", None)
-    if dataset is not None and dataset not in DATASETS and not Path(dataset).expanduser().exists():
-        raise ValueError(f"argument --dataset: {dataset} is none of {', '.join(DATASETS)}, nor a file or folder")
+    for option in ("dataset", "small_dataset"):
+        dataset = getattr(args, option, None)
+        if dataset is not None and dataset not in DATASETS and not Path(dataset).expanduser().exists():
+            flag = "--" + option.replace("_", "-")
+            raise ValueError(f"argument {flag}: {dataset} is none of {', '.join(DATASETS)}, nor a file or folder")
     if args.experiment == "alignment" and not args.checkpoint.is_file():
         raise ValueError(f"argument checkpoint: {args.checkpoint}: no such checkpoint file")
     if args.experiment == "tnet":
@@ -506,6 +532,8 @@ def _run(args: argparse.Namespace) -> int:
         return 0
     if args.experiment == "tnet":
         return _run_tnet(args)
+    if args.experiment == "canvas":
+        return _run_canvas(args)
     if args.experiment == "corner":
         markdown = corner(args.out, args.seeds)
         args.out.mkdir(parents=True, exist_ok=True)
@@ -556,5 +584,30 @@ def _run_tnet(args: argparse.Namespace) -> int:
     markdown = f"{title}; test split, mean ± sd over seeds, costs measured on this machine.\n\n" + tnet_table(summaries)
     write_text(out / "results.md", markdown)
     tnet_plot(summaries, out, title)
+    print(markdown)
+    return 0
+
+
+def _run_canvas(args: argparse.Namespace) -> int:
+    out = args.out or Path("experiments") / f"canvas-{args.dataset}"
+    out.mkdir(parents=True, exist_ok=True)
+    summaries = canvas.canvas_study(
+        args.dataset,
+        args.small_dataset,
+        args.arms,
+        args.seeds,
+        {"default": args.default_seeds},
+        args.epochs,
+        args.batch_size,
+        out,
+    )
+    write_json(out / "results.json", summaries)
+    title = f"{args.dataset} from scratch, {args.epochs} epochs, batch {args.batch_size}"
+    markdown = (
+        f"{title}; test split, mean ± sd over seeds (%); epochs and training minutes on the validation split.\n\n"
+        + canvas.table(summaries)
+    )
+    write_text(out / "results.md", markdown)
+    canvas.plot(summaries, out, title)
     print(markdown)
     return 0

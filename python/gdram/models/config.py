@@ -27,6 +27,7 @@ POLICIES = ("learned", "random", "center", "oracle")
 MOVES = ("relative", "absolute")
 
 PAPER_SIGMA_RANGE = (math.exp(-0.5), math.exp(0.5))  # sigma = exp(tanh(.) / 2) (eq. 11)
+ROBUST_SIGMA_SIDE = 64  # px: the image side on which the robust recipe's sigma range was measured
 
 # The ingredients each recipe sets; a field given explicitly (not None) overrides its recipe.
 # "paper" is the published implementation. "robust" departs from it where measurements showed the
@@ -140,10 +141,13 @@ class GDRAMConfig:
         sigma_range: (low, high), the learned sigma's range: log sigma = mid + half * tanh(.)
             with mid, half the centre and half-width of [log low, log high]. Paper (eq. 11):
             (e^-1/2, e^1/2), i.e. 29-79 px of noise per move on a 128-px image, a random walk;
-            robust: (0.3, 1.0), with absolute moves and ``bounded_mean`` 0.24-0.81 of the image's
-            half-width (8-26 px on a 64-px image), wide enough for the reward to say where the
-            target is (see :mod:`gdram.analysis.alignment`: at a fifth of that the REINFORCE estimate is
-            blind to it).
+            robust: (0.3, 1.0) on images of up to :data:`ROBUST_SIGMA_SIDE` (64) pixels, with absolute
+            moves and ``bounded_mean`` 0.24-0.81 of the image's half-width (8-26 px on a 64-px image),
+            wide enough for the reward to say where the target is (see :mod:`gdram.analysis.alignment`:
+            at a fifth of that the REINFORCE estimate is blind to it). On larger images the range keeps
+            its pixels (x 64 / the longer side: (0.15, 0.5) at 128 px): the target, the glimpse and the
+            warm-up's jitter are sized in pixels too, and the 64-px range on a 128-px canvas put a
+            glimpse on the border for one seed in eight (README, "The paper's 128x128 canvas").
         weight_trains_sigma: the classification loss trains sigma through the uncertainty
             weight (eq. 12-16, paper); robust: the weight reads sigma detached, so sigma stays
             exploration noise trained by REINFORCE alone.
@@ -295,6 +299,7 @@ class GDRAMConfig:
             raise ValueError(f"recipe must be one of {RECIPES}, got {self.recipe!r}")
         if isinstance(self.sigma_range, list):
             self.sigma_range = tuple(self.sigma_range)
+        sigma_in_pixels = self.recipe == "robust" and self.sigma_range is None
         for name, value in RECIPE_INGREDIENTS[self.recipe].items():
             if getattr(self, name) is None:
                 setattr(self, name, value)
@@ -351,6 +356,9 @@ class GDRAMConfig:
             )
         if self.official_footprint and height != width:
             raise ValueError(f"official_footprint needs square images, got image_size={self.image_size!r}")
+        if sigma_in_pixels and max(height, width) > ROBUST_SIGMA_SIDE:
+            scale = ROBUST_SIGMA_SIDE / max(height, width)
+            self.sigma_range = (self.sigma_range[0] * scale, self.sigma_range[1] * scale)
 
     def _check_ingredients(self) -> None:
         low_high = self.sigma_range
