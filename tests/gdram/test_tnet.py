@@ -16,6 +16,7 @@ from gdram.models.tnet import (
     TNetResult,
     child_boxes,
     choose_cells,
+    oracle_cells,
     plackett_luce_log_prob,
 )
 from tiny import quadrant_images, quadrant_task
@@ -175,6 +176,61 @@ def test_loss_parts_on_a_hand_case_per_feature_cross_entropy_reinforce_and_basel
     torch.testing.assert_close(baseline.value, torch.tensor(0.5))
 
 
+# Two target boxes in a 128 px image: centres (105, 25) px and (20, 100) px.
+ORACLE_BOXES = torch.tensor([[100.0, 20.0, 110.0, 30.0], [15.0, 95.0, 25.0, 105.0]])
+
+
+def test_oracle_keeps_the_cells_nearest_the_box_centre_at_every_level(one_thread) -> None:
+    # 128 px image, 3x3 grid of half cells: level 2's 64 px cells have centres at 32, 64, 96 px on each axis.
+    # Image 0, target (105, 25): nearest (96, 32) = cell 2 (row 0, col 2), then (96, 64) = cell 5 (d^2 1602 < 1730).
+    # Inside cell 2 (x in [64, 128), y in [0, 64)) the 32 px cells' centres are x 80, 96, 112 and y 16, 32, 48:
+    # nearest (112, 32) = cell 5 (row 1, col 2); inside cell 5 (y in [32, 96)): (112, 48) = cell 2.
+    # Image 1, target (20, 100): level 2 cell 6 (row 2, col 0), then cell 3; inside them cells 3 and 6.
+    torch.manual_seed(0)
+    model = TNet(small_config(policy="oracle", sampling="gumbel"))
+    images = torch.rand(2, 1, 128, 128)
+    result = model(images, boxes=ORACLE_BOXES)
+    assert result.cells[0].tolist() == [[2, 5], [6, 3]] and result.cells[1].tolist() == [[5, 2], [3, 6]]
+    torch.testing.assert_close(result.centres[2][0, 0], torch.tensor([112 / 64 - 1, 32 / 64 - 1]))
+    # the first cell kept at every level holds the target's centre
+    target = torch.tensor([[105.0, 25.0], [20.0, 100.0]])
+    for centres, sides in zip(result.centres[1:], result.sides[1:], strict=True):
+        offset = (centres[:, 0] + 1) * 64 - target
+        assert bool((offset.abs() <= sides[:, :1] / 2).all())
+    # deterministic, in training (even with Gumbel sampling) and evaluation alike
+    assert torch.equal(model(images, boxes=ORACLE_BOXES).cells[1], result.cells[1])
+    assert torch.equal(model.eval()(images, sample=True, boxes=ORACLE_BOXES).cells[0], result.cells[0])
+    # the helper alone: the whole image's cells nearest image 0's target, in order
+    cells = oracle_cells(torch.zeros(1, 2), torch.tensor([128.0]), target[:1] / 64 - 1, 128, 3, 0.5, 4)
+    assert cells.tolist() == [[2, 5, 1, 4]]
+
+
+@pytest.mark.parametrize(
+    ("boxes", "problem"),
+    [
+        (None, "got none"),
+        (ORACLE_BOXES[:1], r"got shape \(1, 4\)"),
+        (torch.tensor([[100.0, 20.0, 110.0, 30.0], [float("nan")] * 4]), "1 of 2 are missing"),
+    ],
+)
+def test_the_oracle_without_every_images_box_is_refused(boxes, problem) -> None:
+    model = TNet(small_config(policy="oracle"))
+    with pytest.raises(ValueError, match=f"the oracle policy needs every image's target box.*{problem}"):
+        model(torch.rand(2, 1, 128, 128), boxes=boxes)
+
+
+def test_oracle_log_probs_are_zero_and_the_location_module_learns_nothing(one_thread) -> None:
+    torch.manual_seed(0)
+    config = small_config(policy="oracle")
+    model = TNet(config)
+    result = model(torch.rand(2, 1, 128, 128), boxes=ORACLE_BOXES)
+    assert all(bool((terms == 0).all()) for terms in result.log_probs) and bool((result.log_prob == 0).all())
+    parts = tnet_loss(result, torch.tensor([0, 1]), config, model.reward_baseline)
+    assert parts.reinforce.item() == 0.0
+    location = list(model.location.parameters())
+    assert all(g is None for g in torch.autograd.grad(parts.total, location, allow_unused=True))
+
+
 def test_one_level_reads_only_the_whole_image_and_has_no_reinforce_term(one_thread) -> None:
     config = small_config(levels=1, cells_per_level=())
     model = TNet(config)
@@ -201,6 +257,7 @@ def test_one_level_reads_only_the_whole_image_and_has_no_reinforce_term(one_thre
         ("reinforce_weight", -0.1),
         ("per_feature_weight", float("inf")),
         ("sampling", "random"),
+        ("policy", "center"),
         ("baseline_decay", 1.0),
         ("baseline_init", 1.5),
         ("retina_mode", "nearest"),

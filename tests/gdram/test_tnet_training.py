@@ -11,7 +11,7 @@ from gdram.cli.main import main
 from gdram.training.checkpoint import load_checkpoint
 from gdram.training.families import FAMILIES, family_of
 from PIL import Image
-from tiny import write_quadrant_npz
+from tiny import one_error_line, write_npz, write_quadrant_npz
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -66,6 +66,28 @@ def test_eval_reports_cells_per_level_hit_rate_flops_and_latency(quadrants, tmp_
     assert 1e5 < result["flops_per_image"] < 1e7
 
 
+def test_the_oracle_policy_trains_and_every_cell_it_keeps_holds_the_target(quadrants, tmp_path, capsys):
+    run = tmp_path / "oracle"
+    flags = [*QUADRANT_FLAGS, "--policy", "oracle", "--epochs", "1", *QUICK, "--out", str(run)]
+    assert main(["train", "--data", quadrants, *flags]) == 0
+    assert "tnet (oracle policy) on quadrants.npz" in capsys.readouterr().out
+    assert _summary(run)["test_hit_rate"] == 1.0
+    assert main(["eval", str(run / "best.pt"), "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["policy"] == "oracle" and result["hit_rate"] == 1.0 and result["box_distance_px"] == 0.0
+    assert result["latency_ms_batch1"] > 0 and result["flops_per_image"] > 0  # measured without boxes
+    assert main(["visualize", str(run / "best.pt"), "--n", "2", "--out", str(tmp_path / "cells.png")]) == 1
+    one_error_line(capsys, "trained with the oracle policy", "no learned trajectory to draw")
+
+
+def test_the_oracle_policy_needs_the_datas_boxes(tmp_path, capsys):
+    data = write_npz(tmp_path / "plain.npz", size=32)  # no box_* arrays
+    flags = ["--model", "tnet", "--base-size", "16", "--feature-size", "8", "--policy", "oracle", *QUICK]
+    assert main(["train", "--data", data, *flags, "--out", str(tmp_path / "run")]) == 1
+    one_error_line(capsys, "the oracle policy needs a target box for every training image")
+    assert not (tmp_path / "run" / "last.pt").exists()
+
+
 def test_visualize_draws_the_chosen_cells_of_every_level(quadrants, tmp_path):
     run = tmp_path / "run"
     flags = ["--model", "tnet", "--base-size", "16", "--cells-per-level", "2", "1", "--feature-size", "16"]
@@ -82,7 +104,10 @@ def test_visualize_draws_the_chosen_cells_of_every_level(quadrants, tmp_path):
     [
         (["--model", "tnet", "--glimpses", "3"], "--glimpses: GDRAM's (--model gdram) flags, not --model tnet's"),
         (["--levels", "2"], "--levels: TNet's (--model tnet) flags, not --model gdram's"),
-        (["--model", "tnet", "--policy", "oracle"], "argument --policy: policy must be one of ('learned', 'random')"),
+        (
+            ["--model", "tnet", "--policy", "center"],
+            "argument --policy: policy must be one of ('learned', 'random', 'oracle')",
+        ),
         (["--model", "tnet", "--location-guidance", "0.1"], "--location-guidance: GDRAM's"),
         (["--model", "tnet", "--cells-per-level", "2"], "argument --cells-per-level: cells_per_level must be a tuple"),
     ],

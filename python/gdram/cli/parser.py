@@ -413,7 +413,8 @@ def build_parser() -> argparse.ArgumentParser:
         choices=POLICIES,
         help="ablations of learned attention: 'random' moves, every "
         "glimpse at the 'center', or the 'oracle' (at the target box's centre; needs boxes); TNet: "
-        f"'learned' or 'random' cells (default: {HELP_DEFAULTS['policy']})",
+        "'learned', 'random' or 'oracle' cells (the oracle's: those nearest the target box's centre; needs boxes) "
+        f"(default: {HELP_DEFAULTS['policy']})",
     )
     model.add_argument(
         "--recipe",

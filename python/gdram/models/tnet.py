@@ -64,6 +64,39 @@ def child_boxes(
     return child_centres, child_sides
 
 
+def oracle_cells(
+    centres: torch.Tensor,
+    sides: torch.Tensor,
+    targets: torch.Tensor,
+    image_size: int,
+    grid_size: int,
+    cell_fraction: float,
+    count: int,
+) -> torch.Tensor:
+    """The oracle's choice: the ``count`` cells of each parent whose centres lie nearest the target's centre.
+
+    Cells are scored by the negative squared distance from their centre (:func:`child_boxes`' geometry) to
+    the target; on the grid's lattice the nearest centre is the nearest along each axis, so the first cell
+    kept holds the target whenever any cell does.
+
+    Args:
+        centres: (N, 2) parent centres (x, y) in [-1, 1] image coordinates.
+        sides: (N,) parent sides in pixels.
+        targets: (N, 2) the target box's centre (x, y) in [-1, 1] image coordinates, per parent.
+        image_size: S, the image's side in pixels.
+        grid_size: n.
+        cell_fraction: a cell's side over its parent's side.
+        count: k, cells kept per parent.
+
+    Returns:
+        (N, k) int64 cells, nearest first.
+    """
+    every = torch.arange(grid_size * grid_size, device=centres.device).expand(centres.shape[0], -1)  # (N, n * n)
+    cell_centres, _ = child_boxes(centres, sides, every, image_size, grid_size, cell_fraction)  # (N, n * n, 2)
+    scores = -((cell_centres - targets[:, None, :]) ** 2).sum(dim=2)
+    return scores.topk(count, dim=1).indices
+
+
 def plackett_luce_log_prob(log_probs: torch.Tensor, cells: torch.Tensor) -> torch.Tensor:
     """Per-draw terms of the Plackett-Luce log-probability of an ordered sample without replacement.
 
@@ -255,7 +288,7 @@ class TNetResult:
         cells: L - 1 tensors (B, M_{l+1}) int64, the cell (row * n + col) each box of level l + 1 is
             inside its parent: box m of level l + 1 lies in box m // k of level l (k = cells kept per box).
         log_probs: L - 1 tensors (B, M_{l+1}), the log-probability term of each chosen cell (its own
-            log pi for top-k; its Plackett-Luce draw term for Gumbel top-k).
+            log pi for top-k; its Plackett-Luce draw term for Gumbel top-k; 0 for the oracle).
     """
 
     logits: torch.Tensor
@@ -277,9 +310,11 @@ class TNetResult:
 class TNet(nn.Module):
     """TNet: the backbone reads the whole image at the base size, then the kept cells, level by level.
 
-    ``forward(images (B, C, S, S), sample=None) -> TNetResult``. ``sample`` draws the cells (Gumbel
-    top-k) instead of keeping the top k; by default it does in training when ``config.sampling`` is
-    ``"gumbel"``. Each level's crops, for the whole batch, are one :func:`gdram_ext.box_glimpse` call.
+    ``forward(images (B, C, S, S), sample=None, boxes=None) -> TNetResult``. ``sample`` draws the cells
+    (Gumbel top-k) instead of keeping the top k; by default it does in training when ``config.sampling`` is
+    ``"gumbel"``. ``boxes`` (B, 4): each image's target box x0, y0, x1, y1 in pixels, read only by the
+    ``"oracle"`` policy (which needs them all finite and ignores ``sample``). Each level's crops, for the
+    whole batch, are one :func:`gdram_ext.box_glimpse` call.
     """
 
     def __init__(self, config: TNetConfig) -> None:
@@ -291,43 +326,52 @@ class TNet(nn.Module):
         self.classifier = nn.Linear(config.feature_size, config.num_classes)
         self.reward_baseline = RewardBaseline(config.baseline_init, config.baseline_decay)
 
-    def forward(self, images: torch.Tensor, sample: bool | None = None) -> TNetResult:
+    def forward(
+        self, images: torch.Tensor, sample: bool | None = None, boxes: torch.Tensor | None = None
+    ) -> TNetResult:
         config = self.config
         expected = (config.in_channels, config.image_size, config.image_size)
         if images.dim() != 4 or tuple(images.shape[1:]) != expected:
             raise ValueError(f"images must have shape (B, {', '.join(map(str, expected))}), got {tuple(images.shape)}")
+        if config.policy == "oracle":
+            targets = self._oracle_targets(images, boxes)
         if sample is None:
             sample = self.training and config.sampling == "gumbel"
         batch, n = images.shape[0], config.grid_size
+        geometry = (config.image_size, n, config.cell_fraction)  # of the cells, for child_boxes and oracle_cells
         centres = images.new_zeros(batch, 1, 2)
         sides = images.new_full((batch, 1), float(config.image_size))
         positions = images.new_zeros(batch, 1, 3)
         features, all_centres, all_sides, all_cells, all_log_probs = [], [centres], [sides], [], []
         for level in range(config.levels):
-            boxes = centres.shape[1]
+            parents = centres.shape[1]  # boxes per image at this level
             crops = box_glimpse(images, centres, sides, config.base_size, config.retina_mode)
             feature_map, vector = self.backbone(crops.flatten(0, 1))
-            features.append(self.fusion(vector, positions.flatten(0, 1)).view(batch, boxes, -1))
+            features.append(self.fusion(vector, positions.flatten(0, 1)).view(batch, parents, -1))
             if level == config.levels - 1:
                 break
             kept = config.cells_per_level[level]
-            if config.policy == "random":  # uniform log-probabilities, (B * boxes, n * n)
-                scores = feature_map.new_full((feature_map.shape[0], n * n), -math.log(n * n))
+            parent_centres, parent_sides = centres.flatten(0, 1), sides.flatten(0, 1)
+            if config.policy == "oracle":  # the cells nearest the target, nothing to learn: log-probabilities 0
+                target = targets.repeat_interleave(parents, dim=0)  # (B * parents, 2)
+                cells = oracle_cells(parent_centres, parent_sides, target, *geometry, kept)
+                log_probs = vector.new_zeros(cells.shape)
             else:
-                scores = self.location(feature_map, vector)
-            cells, log_probs = choose_cells(scores, kept, sample or config.policy == "random")  # (B * boxes, k)
-            centres, sides = child_boxes(
-                centres.flatten(0, 1), sides.flatten(0, 1), cells, config.image_size, n, config.cell_fraction
-            )
-            grid = torch.stack((cells // n, cells % n), dim=-1).to(positions.dtype)  # (B * boxes, k, 2)
+                if config.policy == "random":  # uniform log-probabilities, (B * parents, n * n)
+                    scores = feature_map.new_full((feature_map.shape[0], n * n), -math.log(n * n))
+                else:
+                    scores = self.location(feature_map, vector)
+                cells, log_probs = choose_cells(scores, kept, sample or config.policy == "random")  # (B * parents, k)
+            centres, sides = child_boxes(parent_centres, parent_sides, cells, *geometry)
+            grid = torch.stack((cells // n, cells % n), dim=-1).to(positions.dtype)  # (B * parents, k, 2)
             parent = positions.flatten(0, 1)[:, None, :2]
             level_column = positions.new_full((*cells.shape, 1), float(level + 1))
-            positions = torch.cat((parent * n + grid, level_column), dim=-1).view(batch, boxes * kept, 3)
-            centres, sides = centres.reshape(batch, boxes * kept, 2), sides.reshape(batch, boxes * kept)
+            positions = torch.cat((parent * n + grid, level_column), dim=-1).view(batch, parents * kept, 3)
+            centres, sides = centres.reshape(batch, parents * kept, 2), sides.reshape(batch, parents * kept)
             all_centres.append(centres)
             all_sides.append(sides)
-            all_cells.append(cells.view(batch, boxes * kept))
-            all_log_probs.append(log_probs.view(batch, boxes * kept))
+            all_cells.append(cells.view(batch, parents * kept))
+            all_log_probs.append(log_probs.view(batch, parents * kept))
         attended = torch.cat(features, dim=1)  # (B, T, F)
         return TNetResult(
             logits=self.classifier(attended.mean(dim=1)),
@@ -337,6 +381,23 @@ class TNet(nn.Module):
             cells=all_cells,
             log_probs=all_log_probs,
         )
+
+    def _oracle_targets(self, images: torch.Tensor, boxes: torch.Tensor | None) -> torch.Tensor:
+        """(B, 2) the centres (x, y) in [-1, 1] of the images' (B, 4) target boxes; refuses missing ones."""
+        batch, problem = images.shape[0], None
+        if boxes is None:
+            problem = "got none"
+        elif tuple(boxes.shape) != (batch, 4):
+            problem = f"got shape {tuple(boxes.shape)}"
+        elif not bool(torch.isfinite(boxes).all()):
+            problem = f"{int((~torch.isfinite(boxes).all(dim=1)).sum())} of {batch} are missing (not finite)"
+        if problem is not None:
+            raise ValueError(
+                "the oracle policy needs every image's target box (box_* arrays in the data): "
+                f"boxes (B, 4) x0, y0, x1, y1 in pixels, all finite; {problem}"
+            )
+        boxes = boxes.to(images)
+        return torch.stack((boxes[:, 0] + boxes[:, 2], boxes[:, 1] + boxes[:, 3]), dim=1) / self.config.image_size - 1
 
 
 class TNetLossParts(NamedTuple):

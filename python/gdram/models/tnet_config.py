@@ -18,7 +18,7 @@ from gdram.models.config import _check_positive_int, python_scalars
 from gdram_ext.contract import MODES as RETINA_MODES
 
 SAMPLINGS = ("topk", "gumbel")
-TNET_POLICIES = ("learned", "random")
+TNET_POLICIES = ("learned", "random", "oracle")
 SMALL_CNN = "small_cnn"
 
 
@@ -51,9 +51,12 @@ class TNetConfig:
         baseline_decay: the REINFORCE baseline is a moving average of the batch's mean reward,
             b <- decay * b + (1 - decay) * mean(r).
         baseline_init: the baseline's value before the first batch, in [0, 1].
-        policy: how the cells are chosen: ``"learned"`` (the location module) or ``"random"`` (k cells
-            drawn uniformly without replacement, in training and evaluation: the ablation that shows what
-            the learned choice adds).
+        policy: how the cells are chosen, in training and evaluation, one of :data:`TNET_POLICIES`:
+            ``"learned"`` (the location module), ``"random"`` (k cells drawn uniformly without replacement:
+            the ablation that shows what the learned choice adds) or ``"oracle"`` (the k cells whose centres
+            lie nearest the target box's centre, deterministic: the ceiling of the cell choice; it needs every
+            image's box, see :meth:`gdram.models.tnet.TNet.forward`). Neither ``"random"`` nor ``"oracle"``
+            runs the location module: their REINFORCE term is 0.
         retina_mode: how a box is resized to base_size: ``"area"`` (exact mean over each cell,
             anti-aliased) or ``"bilinear"`` (one sample per output pixel, the reference's resize).
     """

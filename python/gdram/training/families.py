@@ -248,14 +248,21 @@ class TNetFamily(Family):
         if settings.location_guidance > 0:
             raise ValueError("location_guidance trains GDRAM's glimpse policy; TNet has none (leave it at 0)")
 
+    def needs_boxes(self, config: TNetConfig) -> bool:
+        return config.policy == "oracle"
+
     def has_sampled_path(self, config: TNetConfig) -> bool:
         return config.policy == "learned" and config.sampling == "gumbel" and config.levels > 1
+
+    def _boxes(self, config: TNetConfig, boxes: torch.Tensor) -> torch.Tensor | None:
+        """What :meth:`TNet.forward` reads of a batch's (B, 4) boxes: all of them for the oracle, else none."""
+        return boxes if self.needs_boxes(config) else None
 
     def training_loss(
         self, model: nn.Module, step_model: nn.Module, images, labels, boxes, epoch: int, settings: Any
     ) -> StepLoss:
         with torch.autocast(images.device.type, dtype=torch.bfloat16, enabled=settings.amp):
-            result: TNetResult = step_model(images)
+            result: TNetResult = step_model(images, boxes=self._boxes(model.config, boxes))
         parts = tnet_loss(result, labels, model.config, model.reward_baseline)
         named = {"loss": parts.total, "classification": parts.classification}
         named.update(per_feature=parts.per_feature, reinforce=parts.reinforce)
@@ -264,9 +271,16 @@ class TNetFamily(Family):
     def evaluation(
         self, model: nn.Module, images: torch.Tensor, boxes: torch.Tensor, fast: bool, sample: bool
     ) -> EvaluationBatch:
-        result: TNetResult = model(images, sample=sample or None)
+        config = (model.module if hasattr(model, "module") else model).config
+        result: TNetResult = model(images, sample=sample or None, boxes=self._boxes(config, boxes))
         used = torch.full((len(images),), float(result.feature_logits.shape[1]), device=images.device)
-        return EvaluationBatch(result.logits, used, cell_counts(result, boxes, model.config.image_size))
+        return EvaluationBatch(result.logits, used, cell_counts(result, boxes, config.image_size))
+
+    def infer(self, model: nn.Module, images: torch.Tensor, fast: bool) -> Any:
+        """The forward; the oracle's cost does not depend on where its box is: the whole image stands in."""
+        side = float(model.config.image_size)
+        whole = images.new_tensor([0.0, 0.0, side, side]).expand(len(images), 4)
+        return model(images, boxes=self._boxes(model.config, whole))
 
 
 FAMILIES: dict[str, Family] = {family.name: family for family in (GDRAMFamily(), TNetFamily())}
