@@ -1,9 +1,10 @@
 """``python -m gdram.experiments tnet``: TNet against reading the whole image, side by side on one data set.
 
-Four arms, every one a TNet config on the same backbone (:class:`~gdram.models.tnet_config.TNetConfig`):
+Five arms, every one a TNet config on the same backbone (:class:`~gdram.models.tnet_config.TNetConfig`):
 
 * ``tnet``: learned cells (the config's defaults: 3 levels, 3x3 grids of half cells, 2 then 1 kept);
 * ``tnet-random``: the same, its cells drawn at random (what the learned choice adds);
+* ``tnet-oracle``: the same, its cells those nearest the target box (the ceiling of the cell choice);
 * ``downscaled``: one level: the backbone on the whole image downscaled to the base size;
 * ``full-res``: one level at the full resolution: the backbone on the whole image as it is.
 
@@ -31,6 +32,7 @@ from gdram.training.evaluate import load_model, measure_flops, measure_latency
 ARMS: dict[str, dict[str, Any]] = {
     "tnet": {},
     "tnet-random": {"policy": "random"},
+    "tnet-oracle": {"policy": "oracle"},
     "downscaled": {"levels": 1, "cells_per_level": ()},
     "full-res": {"levels": 1, "cells_per_level": (), "base_size": None},  # None: the image's side
 }
