@@ -48,7 +48,7 @@ def test_canvas_study_trains_every_arm_once(tmp_path: Path, capsys) -> None:
     data = write_npz(tmp_path / "boxed.npz", boxes=(4.0, 4.0, 16.0, 16.0))
     out = tmp_path / "study"
     argv = ["canvas", "--dataset", data, "--small-dataset", data, "--epochs", "1", "--batch-size", "8"]
-    argv += ["--default-seeds", "0", "--out", str(out)]
+    argv += ["--main-seeds", "0", "--out", str(out)]
     assert main(argv) == 0
     results = json.loads((out / "results.json").read_text())
     assert [item["arm"] for item in results] == list(ARMS)
@@ -66,7 +66,8 @@ def test_canvas_study_trains_every_arm_once(tmp_path: Path, capsys) -> None:
     [
         (["canvas", "--arms", "fastest"], "argument --arms: invalid choice"),
         (["canvas", "--small-dataset", "nowhere-512"], "argument --small-dataset: nowhere-512 is none of"),
-        (["canvas", "--default-seeds", "-1"], "argument --default-seeds"),
+        (["canvas", "--main-seeds", "-1"], "argument --main-seeds"),
+        (["canvas", "--main-arms", "best"], "argument --main-arms: invalid choice"),
     ],
 )
 def test_canvas_study_refuses_bad_arguments_in_one_line(argv: list[str], fragment: str, capsys) -> None:

@@ -429,10 +429,15 @@ def build_parser() -> argparse.ArgumentParser:
     large.add_argument(
         "--arms", nargs="+", default=list(canvas.ARMS), choices=list(canvas.ARMS), help="what to compare"
     )
-    large.add_argument("--seeds", type=non_negative_int, nargs="+", default=[0], help="seeds of every arm but default")
     large.add_argument(
-        "--default-seeds", type=non_negative_int, nargs="+", default=[0, 1, 2], help="seeds of the default arm"
+        "--main-arms",
+        nargs="*",
+        default=["default", "guidance-0.05"],
+        choices=list(canvas.ARMS),
+        help="the arms the targets are read on, trained with --main-seeds",
     )
+    large.add_argument("--main-seeds", type=non_negative_int, nargs="+", default=[0, 1, 2], help="their seeds")
+    large.add_argument("--seeds", type=non_negative_int, nargs="+", default=[0], help="seeds of the other arms")
     large.add_argument("--epochs", type=positive_int, default=EMBEDDED_EPOCHS, help="epochs of every run")
     large.add_argument("--batch-size", type=positive_int, default=EMBEDDED_BATCH_SIZE, help="images per step")
     large.add_argument("--out", type=Path, help="output folder (default: experiments/canvas-<dataset>)")
@@ -596,7 +601,7 @@ def _run_canvas(args: argparse.Namespace) -> int:
         args.small_dataset,
         args.arms,
         args.seeds,
-        {"default": args.default_seeds},
+        dict.fromkeys(args.main_arms, args.main_seeds),
         args.epochs,
         args.batch_size,
         out,
