@@ -27,6 +27,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from gdram.experiments.summaries import by_arm, mean_cell
 from gdram.training.api import resume, train
 
 ARMS: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {  # arm: (GDRAMConfig fields, TrainSettings fields)
@@ -116,20 +117,6 @@ def time_to_reach(summary: dict[str, Any], accuracy: float) -> tuple[int, float]
     return None
 
 
-def _groups(summaries: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
-    groups: dict[str, list[dict[str, Any]]] = {}
-    for summary in summaries:
-        groups.setdefault(summary["arm"], []).append(summary)
-    return groups
-
-
-def _mean(values: list[float], digits: int = 1) -> str:
-    if not values:
-        return "-"
-    spread = f" ± {statistics.stdev(values):.{digits}f}" if len(values) > 1 else ""
-    return f"{statistics.mean(values):.{digits}f}{spread}"
-
-
 def oracle_accuracy(summaries: list[dict[str, Any]]) -> float | None:
     """The oracle arm's mean test top-1, or None without it."""
     found = [item["test_top1"] for item in summaries if item["arm"] == "oracle"]
@@ -144,9 +131,9 @@ def table(summaries: list[dict[str, Any]]) -> str:
         f"| arm | seeds | test top-1 | sampled path | hit rate | on border | top-1 per seed | {reach} | training |",
         "|---|---:|---:|---:|---:|---:|---|" + "---|" * len(SHARES) + "---:|",
     ]
-    for arm, group in _groups(summaries).items():
+    for arm, group in by_arm(summaries).items():
         cells = [
-            _mean([item[key] * 100 for item in group if item.get(key) is not None])
+            mean_cell(group, key, 100)
             for key in ("test_top1", "test_sampled_top1", "test_hit_rate", "test_border_share")
         ]
         cells.append(", ".join(f"{item['test_top1'] * 100:.1f}" for item in group))
@@ -167,7 +154,7 @@ def plot(summaries: list[dict[str, Any]], out: Path, title: str) -> Path:
 
     figure, (by_epoch, by_minute) = plt.subplots(1, 2, figsize=(12, 4.5), dpi=100)
     oracle = oracle_accuracy(summaries)
-    for index, (arm, group) in enumerate(_groups(summaries).items()):
+    for index, (arm, group) in enumerate(by_arm(summaries).items()):
         for number, item in enumerate(group):
             epochs, minutes, top1 = curve(item)
             label = arm if number == 0 else None

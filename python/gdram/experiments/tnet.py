@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from gdram.data.loading import load_data
+from gdram.experiments.summaries import by_arm, mean_cell
 from gdram.files import write_json
 from gdram.training.api import resume, train
 from gdram.training.evaluate import load_model, measure_flops, measure_latency
@@ -98,21 +99,6 @@ def tnet_study(
     return summaries
 
 
-def _groups(summaries: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
-    groups: dict[str, list[dict[str, Any]]] = {}
-    for summary in summaries:
-        groups.setdefault(summary["arm"], []).append(summary)
-    return groups
-
-
-def _mean(group: list[dict[str, Any]], key: str, scale: float = 1.0, digits: int = 1) -> str:
-    values = [item[key] * scale for item in group if item.get(key) is not None]
-    if not values:
-        return "-"
-    spread = f" ± {statistics.stdev(values):.{digits}f}" if len(values) > 1 else ""
-    return f"{statistics.mean(values):.{digits}f}{spread}"
-
-
 def table(summaries: list[dict[str, Any]]) -> str:
     """Markdown table: per arm, mean ± sd over seeds of accuracy and hit rate, and the measured costs."""
     lines = [
@@ -120,14 +106,14 @@ def table(summaries: list[dict[str, Any]]) -> str:
         "inference ms/image (batch 1) | inference ms/image (batch 32) | epochs | training time |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    for arm, group in _groups(summaries).items():
+    for arm, group in by_arm(summaries).items():
         cells = [
-            _mean(group, "test_top1", 100),
-            _mean(group, "test_hit_rate", 100),
-            _mean(group, "flops_per_image", 1e-6, 0),
-            _mean(group, "train_images_per_second", 1, 0),
-            _mean(group, "latency_ms_batch1", 1, 2),
-            _mean(group, "latency_ms_batched", 1, 2),
+            mean_cell(group, "test_top1", 100),
+            mean_cell(group, "test_hit_rate", 100),
+            mean_cell(group, "flops_per_image", 1e-6, 0),
+            mean_cell(group, "train_images_per_second", 1, 0),
+            mean_cell(group, "latency_ms_batch1", 1, 2),
+            mean_cell(group, "latency_ms_batched", 1, 2),
         ]
         epochs = group[0]["epochs"]
         seconds = statistics.mean(item["train_seconds"] for item in group)
@@ -143,7 +129,7 @@ def plot(summaries: list[dict[str, Any]], out: Path, title: str) -> Path:
     import matplotlib.pyplot as plt
 
     figure, axes = plt.subplots(figsize=(6, 4), dpi=100)
-    for index, (arm, group) in enumerate(_groups(summaries).items()):
+    for index, (arm, group) in enumerate(by_arm(summaries).items()):
         flops = [item["flops_per_image"] / 1e6 for item in group]
         top1 = [item["test_top1"] for item in group]
         axes.scatter(flops, top1, color=f"C{index}", label=arm, s=30)
