@@ -231,6 +231,45 @@ def test_oracle_log_probs_are_zero_and_the_location_module_learns_nothing(one_th
     assert all(g is None for g in torch.autograd.grad(parts.total, location, allow_unused=True))
 
 
+def test_cells_kept_towards_a_place_are_the_nearest_with_the_location_modules_own_log_pi(one_thread) -> None:
+    torch.manual_seed(0)
+    model = TNet(small_config())
+    images = torch.rand(2, 1, 128, 128)
+    places = (ORACLE_BOXES[:, :2] + ORACLE_BOXES[:, 2:]) / 128 - 1  # the boxes' centres, (105, 25) and (20, 100)
+    result = model(images, towards=places)
+    oracle = TNet(small_config(policy="oracle"))(images, boxes=ORACLE_BOXES)
+    assert all(torch.equal(ours, its) for ours, its in zip(result.cells, oracle.cells, strict=True))
+    whole = box_glimpse(images, torch.zeros(2, 1, 2), torch.full((2, 1), 128.0), 32, "area")[:, 0]
+    log_pi = model.location(*model.backbone(whole))
+    torch.testing.assert_close(result.log_probs[0], log_pi.gather(1, result.cells[0]))
+
+
+def test_imitation_is_the_cross_entropy_of_the_kept_cells_trains_only_the_location_and_keeps_the_baseline(
+    one_thread,
+) -> None:
+    torch.manual_seed(0)
+    config = small_config()
+    model = TNet(config)
+    places = torch.tensor([[0.5, -0.5], [-0.7, 0.6]])
+    result = model(torch.rand(2, 1, 128, 128), towards=places)
+    parts = tnet_loss(result, torch.tensor([0, 1]), config, model.reward_baseline, imitate=True)
+    torch.testing.assert_close(parts.reinforce, -result.log_prob.mean())
+    assert model.reward_baseline.value.item() == config.baseline_init
+    location = list(model.location.parameters())
+    assert all(g is not None and bool(g.abs().sum() > 0) for g in torch.autograd.grad(parts.reinforce, location))
+    backbone = list(model.backbone.parameters())
+    assert all(g is None for g in torch.autograd.grad(parts.reinforce, backbone, allow_unused=True))
+
+
+@pytest.mark.parametrize(
+    ("changes", "towards"),
+    [({"policy": "random"}, torch.zeros(2, 2)), ({}, torch.zeros(3, 2)), ({}, torch.zeros(2, 2, 1))],
+)
+def test_places_to_steer_towards_are_refused_unless_learned_policy_and_one_per_image(changes, towards) -> None:
+    with pytest.raises(ValueError, match=r"towards \(B, 2\) places steer the learned policy only"):
+        TNet(small_config(**changes))(torch.rand(2, 1, 128, 128), towards=towards)
+
+
 def test_one_level_reads_only_the_whole_image_and_has_no_reinforce_term(one_thread) -> None:
     config = small_config(levels=1, cells_per_level=())
     model = TNet(config)
@@ -257,6 +296,10 @@ def test_one_level_reads_only_the_whole_image_and_has_no_reinforce_term(one_thre
         ("reinforce_weight", -0.1),
         ("per_feature_weight", float("inf")),
         ("sampling", "random"),
+        ("pooling", "sum"),
+        ("policy_warmup", -1),
+        ("policy_warmup", True),
+        ("salient_window", 0),
         ("policy", "center"),
         ("baseline_decay", 1.0),
         ("baseline_init", 1.5),
@@ -275,6 +318,22 @@ def test_config_round_trips_through_json_and_accepts_numpy_numbers() -> None:
     assert type(config.num_classes) is int and config.cells_per_level == (3, 2)
     assert TNetConfig.from_dict(json.loads(json.dumps(config.to_dict()))) == config
     assert config.boxes_per_level == (1, 3, 6) and config.cell_stride == 0.25
+
+
+def test_a_config_saved_before_pooling_and_warmup_existed_loads_as_it_was_trained() -> None:
+    saved = TNetConfig(num_classes=3).to_dict()
+    del saved["pooling"], saved["policy_warmup"]
+    old = TNetConfig.from_dict(saved)
+    assert old.pooling == "mean" and old.policy_warmup == 0
+    assert TNetConfig().pooling == "max" and TNetConfig().policy_warmup == 2
+
+
+@pytest.mark.parametrize("pooling", ["max", "mean"])
+def test_backbone_vector_is_each_channels_max_or_mean_over_its_feature_map(pooling, one_thread) -> None:
+    model = TNet(small_config(pooling=pooling))
+    feature_map, vector = model.backbone(torch.rand(3, 1, 16, 16))
+    expected = feature_map.amax(dim=(2, 3)) if pooling == "max" else feature_map.mean(dim=(2, 3))
+    torch.testing.assert_close(vector, expected)
 
 
 @pytest.mark.parametrize("name", ["resnet18", "mobilenet_v3_small"])  # the avgpool + fc and the features bodies

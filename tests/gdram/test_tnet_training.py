@@ -42,6 +42,18 @@ def test_a_learned_cell_choice_beats_random_cells_through_the_trainer(quadrants,
     assert learned["test_hit_rate"] >= 2 * random["test_hit_rate"] and random["test_hit_rate"] < 0.4
 
 
+def test_the_salient_warmup_reads_the_salient_cells_and_teaches_the_location_module_to_choose_them(tmp_path):
+    """On black quadrants the striped square is each image's salient place; three warm-up epochs keep the
+    cells nearest it, and the location module, trained only to imitate them (no reward), then finds it."""
+    data = write_quadrant_npz(tmp_path / "dark.npz", dark=True)
+    settings = {"epochs": 3, "batch_size": 32, "device": "cpu", "num_workers": 0, "lr": 0.003}
+    fields = {**QUADRANT_FIELDS, "policy_warmup": 3}
+    summary = train(data, fields, settings, out=tmp_path / "run", model="tnet", quiet=True)
+    assert summary["test_hit_rate"] >= 0.9 and summary["test_top1"] >= 0.9
+    model = load_checkpoint(tmp_path / "run" / "last.pt")["model"]
+    assert model["reward_baseline.value"].item() == TNetConfig().baseline_init  # REINFORCE never ran
+
+
 def test_a_resumed_tnet_run_ends_exactly_like_an_uninterrupted_one(quadrants, tmp_path):
     settings = {"epochs": 2, "batch_size": 32, "device": "cpu", "num_workers": 0}
     fields = {**QUADRANT_FIELDS, "sampling": "gumbel"}
@@ -104,6 +116,8 @@ def test_visualize_draws_the_chosen_cells_of_every_level(quadrants, tmp_path):
     [
         (["--model", "tnet", "--glimpses", "3"], "--glimpses: GDRAM's (--model gdram) flags, not --model tnet's"),
         (["--levels", "2"], "--levels: TNet's (--model tnet) flags, not --model gdram's"),
+        (["--pooling", "mean"], "--pooling: TNet's (--model tnet) flags, not --model gdram's"),
+        (["--model", "tnet", "--pooling", "sum"], "argument --pooling: invalid choice: 'sum'"),
         (
             ["--model", "tnet", "--policy", "center"],
             "argument --policy: policy must be one of ('learned', 'random', 'oracle')",

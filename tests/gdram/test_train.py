@@ -12,7 +12,7 @@ import torch
 from gdram.models.config import GDRAMConfig
 from gdram.models.gdram import GDRAM, create_model
 from gdram.models.networks import FixedEmission
-from gdram.training.attention import salient_locations
+from gdram.training.attention import COARSE_WINDOW, salient_locations
 from gdram.training.checkpoint import load_checkpoint, save_checkpoint
 from gdram.training.evaluate import load_model
 from gdram.training.loss import LossParts
@@ -168,6 +168,16 @@ def test_salient_locations_find_the_densest_blob_of_the_window_size():
     images[1, :, 0:2, 0:2] = 1.0  # a smaller fragment
     places = (salient_locations(images, 6) + 1) / 2 * 32
     torch.testing.assert_close(places, torch.tensor([[23.5, 5.5], [7.5, 27.5]]), atol=1.0, rtol=0)
+
+
+def test_a_coarse_salient_place_is_the_exact_one_within_the_downscale_factor():
+    images = torch.zeros(3, 1, 256, 256)
+    images[0, :, 30:54, 180:204] = 1.0
+    images[1, :, 200:224, 10:34] = 1.0
+    images[1, :, 0:10, 0:10] = 1.0  # a smaller fragment
+    images[2, :, 100:124, 101:125] = 1.0
+    exact, coarse = (salient_locations(images, 24, coarse=flag) for flag in (False, True))
+    assert (coarse - exact).abs().max().item() * 128 <= 24 // COARSE_WINDOW
 
 
 def test_glimpses_at_given_places_per_step_keep_the_policys_own_means():

@@ -131,9 +131,12 @@ def quadrant_task(count: int, generator: torch.Generator) -> tuple[torch.Tensor,
     return quadrant_images(labels, quadrants, grey), labels, quadrants
 
 
-def write_quadrant_npz(path: Path, count: int = 768, seed: int = 0) -> str:
-    """A .npz of :func:`quadrant_task` images (train 2/3, val and test 1/6 each), the striped square's box recorded."""
+def write_quadrant_npz(path: Path, count: int = 768, seed: int = 0, dark: bool = False) -> str:
+    """A .npz of :func:`quadrant_task` images (train 2/3, val and test 1/6 each), the striped square's box recorded;
+    ``dark``: the other quadrants black, so that the striped square is each image's salient place."""
     images, labels, quadrants = quadrant_task(count, torch.Generator().manual_seed(seed))
+    if dark:
+        images = quadrant_images(labels, quadrants, torch.zeros(count, 4))
     left, top = quadrants % 2 * 32 + 4, quadrants // 2 * 32 + 4
     boxes = torch.stack((left, top, left + 24, top + 24), dim=1).double().numpy()
     pixels = (images[:, 0] * 255).round().to(torch.uint8).numpy()

@@ -36,7 +36,7 @@ from gdram.models.config import (
     WARMUP_GLIMPSES,
     GDRAMConfig,
 )
-from gdram.models.tnet_config import SAMPLINGS, TNetConfig
+from gdram.models.tnet_config import POOLINGS, SAMPLINGS, TNetConfig
 from gdram.training.api import DEFAULT_BATCH_SIZE, DEFAULT_EPOCHS, EMBEDDED_BATCH_SIZE, EMBEDDED_EPOCHS, VAL_FRACTION
 from gdram.training.families import FAMILIES
 from gdram.training.trainer import TrainSettings
@@ -97,7 +97,7 @@ def misplaced_flags(args: argparse.Namespace) -> list[str]:
     gdram_only = {**_gdram_fields(args), "location_guidance": args.location_guidance}
     gdram_only.update(guidance_weight=args.guidance_weight)
     other = gdram_only if args.model == "tnet" else _tnet_fields(args)
-    shared = ("policy", "retina_mode")
+    shared = ("policy", "retina_mode", "policy_warmup")
     return [flag(name) for name, value in other.items() if value is not None and name not in shared]
 
 
@@ -114,9 +114,12 @@ def _tnet_fields(args: argparse.Namespace) -> dict[str, Any]:
         "base_size": args.base_size,
         "backbone": args.backbone,
         "feature_size": args.feature_size,
+        "pooling": args.pooling,
         "reinforce_weight": args.reinforce_weight,
         "per_feature_weight": args.per_feature_weight,
         "sampling": args.sampling,
+        "policy_warmup": args.policy_warmup,
+        "salient_window": args.salient_window,
     }
 
 
@@ -271,7 +274,8 @@ def _add_recipe_options(parser: argparse.ArgumentParser) -> None:
         "--policy-warmup",
         type=non_negative_int,
         metavar="EPOCHS",
-        help="first epochs without the policy gradient: the classifier learns from the initial policy's glimpses",
+        help="first epochs without the policy gradient: GDRAM's classifier learns from the warm-up's glimpses "
+        "(robust: 2), TNet's from the cells nearest each image's salient place (2)",
     )
     recipe.add_argument(
         "--warmup-glimpses",
@@ -357,6 +361,11 @@ def _add_tnet_options(parser: argparse.ArgumentParser) -> None:
     )
     tnet.add_argument("--feature-size", type=positive_int, help=f"width of each feature ({defaults.feature_size})")
     tnet.add_argument(
+        "--pooling",
+        choices=POOLINGS,
+        help=f"a feature map's vector: each channel's maximum or mean over the map ({defaults.pooling})",
+    )
+    tnet.add_argument(
         "--reinforce-weight",
         type=non_negative_float,
         metavar="W",
@@ -367,6 +376,12 @@ def _add_tnet_options(parser: argparse.ArgumentParser) -> None:
         type=non_negative_float,
         metavar="W",
         help=f"weight of every feature's own cross-entropy ({defaults.per_feature_weight})",
+    )
+    tnet.add_argument(
+        "--salient-window",
+        type=positive_int,
+        metavar="PX",
+        help=f"side of the square whose contrast the warm-up's salient place maximises ({defaults.salient_window})",
     )
     tnet.add_argument(
         "--sampling",

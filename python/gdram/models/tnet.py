@@ -137,14 +137,21 @@ def choose_cells(log_probs: torch.Tensor, count: int, sample: bool) -> tuple[tor
     return cells, plackett_luce_log_prob(log_probs, cells)
 
 
+def pool_map(feature_map: torch.Tensor, pooling: str) -> torch.Tensor:
+    """A feature map's vector, ``(N, F, h, w) -> (N, F)``: each channel's maximum or mean over the map."""
+    return feature_map.amax(dim=(2, 3)) if pooling == "max" else feature_map.mean(dim=(2, 3))
+
+
 class SmallCNN(nn.Module):
     """The CPU backbone: three 3x3 stride-2 conv + BatchNorm + ReLU layers of F/4, F/2 and F channels.
 
-    ``forward(crops (N, C, s, s)) -> (feature map (N, F, s/8, s/8), vector (N, F) = its spatial mean)``.
+    ``forward(crops (N, C, s, s)) -> (feature map (N, F, s/8, s/8), vector (N, F) = its pooled map)``
+    (:func:`pool_map`, ``pooling`` "max" or "mean").
     """
 
-    def __init__(self, in_channels: int, feature_size: int) -> None:
+    def __init__(self, in_channels: int, feature_size: int, pooling: str = "max") -> None:
         super().__init__()
+        self.pooling = pooling
         widths = (max(1, feature_size // 4), max(1, feature_size // 2), feature_size)
         layers: list[nn.Module] = []
         for width in widths:
@@ -154,7 +161,7 @@ class SmallCNN(nn.Module):
 
     def forward(self, crops: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         feature_map = self.layers(crops)
-        return feature_map, feature_map.mean(dim=(2, 3))
+        return feature_map, pool_map(feature_map, self.pooling)
 
 
 class TorchvisionBackbone(nn.Module):
@@ -164,11 +171,13 @@ class TorchvisionBackbone(nn.Module):
     every child before ``avgpool`` and ``fc`` (ResNet, ResNeXt, RegNet, ...); a 1x1 conv projects its
     channels to F, and an image with C != 3 channels first passes a 1x1 conv to 3.
 
-    ``forward(crops (N, C, s, s)) -> (feature map (N, F, h, w), vector (N, F) = its spatial mean)``.
+    ``forward(crops (N, C, s, s)) -> (feature map (N, F, h, w), vector (N, F) = its pooled map)``
+    (:func:`pool_map`, ``pooling`` "max" or "mean").
     """
 
-    def __init__(self, name: str, in_channels: int, feature_size: int, base_size: int) -> None:
+    def __init__(self, name: str, in_channels: int, feature_size: int, base_size: int, pooling: str = "max") -> None:
         super().__init__()
+        self.pooling = pooling
         import torchvision
 
         if name not in torchvision.models.list_models(module=torchvision.models):
@@ -189,30 +198,33 @@ class TorchvisionBackbone(nn.Module):
 
     def forward(self, crops: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         feature_map = self.projection(self.body(self.adapter(crops)))
-        return feature_map, feature_map.mean(dim=(2, 3))
+        return feature_map, pool_map(feature_map, self.pooling)
 
 
 def build_backbone(config: TNetConfig) -> nn.Module:
     """The backbone ``config.backbone`` names: (N, C, s, s) -> ((N, F, h, w), (N, F))."""
     if config.backbone == SMALL_CNN:
-        return SmallCNN(config.in_channels, config.feature_size)
-    return TorchvisionBackbone(config.backbone, config.in_channels, config.feature_size, config.base_size)
+        return SmallCNN(config.in_channels, config.feature_size, config.pooling)
+    return TorchvisionBackbone(
+        config.backbone, config.in_channels, config.feature_size, config.base_size, config.pooling
+    )
 
 
 class LocationModule(nn.Module):
     """Scores the n x n cells of each attended box: log pi(cell) = log_softmax(z / ||z||_2).
 
-    The backbone's feature map, average-pooled to n x n, is concatenated with the box's feature vector
-    tiled over the grid (context) and the cells' (x, y) in [-1, 1]; two 1x1 convs (ReLU between) give one
-    logit z per cell. z is L2-normalised over the cells before the softmax, so two cells' odds are at most
-    e^sqrt(2). Its inputs are detached: the location module trains, and the backbone does not learn from it.
+    The backbone's feature map, pooled to n x n (``pooling``: each cell's maximum or mean), is concatenated
+    with the box's feature vector tiled over the grid (context) and the cells' (x, y) in [-1, 1]; two 1x1
+    convs (ReLU between) give one logit z per cell. z is L2-normalised over the cells before the softmax, so
+    two cells' odds are at most e^sqrt(2). Its inputs are detached: the location module trains, and the
+    backbone does not learn from it.
 
     ``forward(feature_map (N, F, h, w), vector (N, F)) -> (N, n * n)`` log-probabilities, row-major cells.
     """
 
-    def __init__(self, feature_size: int, grid_size: int) -> None:
+    def __init__(self, feature_size: int, grid_size: int, pooling: str = "max") -> None:
         super().__init__()
-        self.pool = nn.AdaptiveAvgPool2d(grid_size)
+        self.pool = nn.AdaptiveMaxPool2d(grid_size) if pooling == "max" else nn.AdaptiveAvgPool2d(grid_size)
         steps = torch.linspace(-1.0, 1.0, grid_size)
         rows, cols = torch.meshgrid(steps, steps, indexing="ij")
         self.register_buffer("coordinates", torch.stack((cols, rows))[None], persistent=False)  # (1, 2, n, n)
@@ -288,7 +300,8 @@ class TNetResult:
         cells: L - 1 tensors (B, M_{l+1}) int64, the cell (row * n + col) each box of level l + 1 is
             inside its parent: box m of level l + 1 lies in box m // k of level l (k = cells kept per box).
         log_probs: L - 1 tensors (B, M_{l+1}), the log-probability term of each chosen cell (its own
-            log pi for top-k; its Plackett-Luce draw term for Gumbel top-k; 0 for the oracle).
+            log pi for top-k and for cells kept ``towards`` a place; its Plackett-Luce draw term for Gumbel
+            top-k; 0 for the oracle).
     """
 
     logits: torch.Tensor
@@ -310,31 +323,42 @@ class TNetResult:
 class TNet(nn.Module):
     """TNet: the backbone reads the whole image at the base size, then the kept cells, level by level.
 
-    ``forward(images (B, C, S, S), sample=None, boxes=None) -> TNetResult``. ``sample`` draws the cells
-    (Gumbel top-k) instead of keeping the top k; by default it does in training when ``config.sampling`` is
-    ``"gumbel"``. ``boxes`` (B, 4): each image's target box x0, y0, x1, y1 in pixels, read only by the
-    ``"oracle"`` policy (which needs them all finite and ignores ``sample``). Each level's crops, for the
-    whole batch, are one :func:`gdram_ext.box_glimpse` call.
+    ``forward(images (B, C, S, S), sample=None, boxes=None, towards=None) -> TNetResult``. ``sample`` draws
+    the cells (Gumbel top-k) instead of keeping the top k; by default it does in training when
+    ``config.sampling`` is ``"gumbel"``. ``boxes`` (B, 4): each image's target box x0, y0, x1, y1 in pixels,
+    read only by the ``"oracle"`` policy (which needs them all finite and ignores ``sample``). ``towards``
+    (B, 2): a place (x, y) in [-1, 1] per image, for the learned policy only (the salient warm-up): the
+    cells kept are those nearest it (:func:`oracle_cells`), with the location module's log pi of each.
+    Each level's crops, for the whole batch, are one :func:`gdram_ext.box_glimpse` call.
     """
 
     def __init__(self, config: TNetConfig) -> None:
         super().__init__()
         self.config = config
         self.backbone = build_backbone(config)
-        self.location = LocationModule(config.feature_size, config.grid_size)
+        self.location = LocationModule(config.feature_size, config.grid_size, config.pooling)
         self.fusion = PositionalFusion(config.feature_size)
         self.classifier = nn.Linear(config.feature_size, config.num_classes)
         self.reward_baseline = RewardBaseline(config.baseline_init, config.baseline_decay)
 
     def forward(
-        self, images: torch.Tensor, sample: bool | None = None, boxes: torch.Tensor | None = None
+        self,
+        images: torch.Tensor,
+        sample: bool | None = None,
+        boxes: torch.Tensor | None = None,
+        towards: torch.Tensor | None = None,
     ) -> TNetResult:
         config = self.config
         expected = (config.in_channels, config.image_size, config.image_size)
         if images.dim() != 4 or tuple(images.shape[1:]) != expected:
             raise ValueError(f"images must have shape (B, {', '.join(map(str, expected))}), got {tuple(images.shape)}")
+        if towards is not None and (config.policy != "learned" or tuple(towards.shape) != (images.shape[0], 2)):
+            raise ValueError(
+                f"towards (B, 2) places steer the learned policy only; got shape {tuple(towards.shape)} "
+                f"for {images.shape[0]} images under the {config.policy!r} policy"
+            )
         if config.policy == "oracle":
-            targets = self._oracle_targets(images, boxes)
+            towards = self._oracle_targets(images, boxes)
         if sample is None:
             sample = self.training and config.sampling == "gumbel"
         batch, n = images.shape[0], config.grid_size
@@ -352,10 +376,13 @@ class TNet(nn.Module):
                 break
             kept = config.cells_per_level[level]
             parent_centres, parent_sides = centres.flatten(0, 1), sides.flatten(0, 1)
-            if config.policy == "oracle":  # the cells nearest the target, nothing to learn: log-probabilities 0
-                target = targets.repeat_interleave(parents, dim=0)  # (B * parents, 2)
-                cells = oracle_cells(parent_centres, parent_sides, target, *geometry, kept)
-                log_probs = vector.new_zeros(cells.shape)
+            if towards is not None:  # the cells nearest the oracle's target or the warm-up's salient place
+                place = towards.to(parent_centres).repeat_interleave(parents, dim=0)  # (B * parents, 2)
+                cells = oracle_cells(parent_centres, parent_sides, place, *geometry, kept)
+                if config.policy == "oracle":  # nothing to learn: log-probabilities 0
+                    log_probs = vector.new_zeros(cells.shape)
+                else:
+                    log_probs = self.location(feature_map, vector).gather(1, cells)
             else:
                 if config.policy == "random":  # uniform log-probabilities, (B * parents, n * n)
                     scores = feature_map.new_full((feature_map.shape[0], n * n), -math.log(n * n))
@@ -416,6 +443,7 @@ def tnet_loss(
     baseline: RewardBaseline,
     *,
     update_baseline: bool = True,
+    imitate: bool = False,
 ) -> TNetLossParts:
     """TNet's loss from a forward's result and the (B,) int64 labels.
 
@@ -426,16 +454,22 @@ def tnet_loss(
       ``config.reinforce_weight``, with the reward r = 1 when the arg-max of ``result.logits`` is the
       label (else 0) and b = ``baseline.value`` (detached); 0 with one level.
 
-    With ``update_baseline`` (the default) the baseline then moves towards the batch's mean reward.
+    With ``update_baseline`` (the default) the baseline then moves towards the batch's mean reward. With
+    ``imitate`` (the salient warm-up: the cells were kept ``towards`` a place) the reinforce term is instead
+    the mean over images of -log pi(the kept cells), a cross-entropy that teaches the location module those
+    cells, and the baseline stays.
     """
     labels = labels.long()
     classification = F.cross_entropy(result.logits, labels)
     per_image = result.feature_logits.shape[1]
     per_feature = F.cross_entropy(result.feature_logits.flatten(0, 1), labels.repeat_interleave(per_image))
-    rewards = (result.logits.detach().argmax(dim=1) == labels).to(result.logits.dtype)
-    advantage = rewards - baseline.value.to(rewards.dtype)
-    reinforce = -(advantage * result.log_prob).mean()
-    if update_baseline:
-        baseline.update(rewards)
+    if imitate:
+        reinforce = -result.log_prob.mean()
+    else:
+        rewards = (result.logits.detach().argmax(dim=1) == labels).to(result.logits.dtype)
+        advantage = rewards - baseline.value.to(rewards.dtype)
+        reinforce = -(advantage * result.log_prob).mean()
+        if update_baseline:
+            baseline.update(rewards)
     total = classification + config.per_feature_weight * per_feature + config.reinforce_weight * reinforce
     return TNetLossParts(total, classification, per_feature, reinforce)

@@ -18,6 +18,7 @@ from gdram.models.config import _check_positive_int, python_scalars
 from gdram_ext.contract import MODES as RETINA_MODES
 
 SAMPLINGS = ("topk", "gumbel")
+POOLINGS = ("max", "mean")
 TNET_POLICIES = ("learned", "random", "oracle")
 SMALL_CNN = "small_cnn"
 
@@ -42,6 +43,11 @@ class TNetConfig:
             a torchvision classifier name (``"resnet18"``, ``"efficientnet_b0"``, ...), built with
             random weights.
         feature_size: F, width of each attended feature (and of the small CNN's last layer).
+        pooling: how the backbone's feature map becomes the box's feature vector and the location module's
+            n x n cells, one of :data:`POOLINGS`: ``"max"`` (the largest value of each channel over the map or
+            cell) or ``"mean"`` (the reference's averages). The small CNN's units see 15 px: a digit off the
+            crop's centre lights a few of its 8x8 positions among the clutter's, and a mean drowns them
+            (README, "TNet").
         reinforce_weight: weight of the REINFORCE term in :func:`gdram.models.tnet.tnet_loss`.
         per_feature_weight: weight of the per-feature cross-entropy (the same classifier on every
             attended feature on its own).
@@ -57,6 +63,13 @@ class TNetConfig:
             lie nearest the target box's centre, deterministic: the ceiling of the cell choice; it needs every
             image's box, see :meth:`gdram.models.tnet.TNet.forward`). Neither ``"random"`` nor ``"oracle"``
             runs the location module: their REINFORCE term is 0.
+        policy_warmup: epochs at the start of training whose cells (learned policy) are those nearest each
+            image's most salient place (:func:`gdram.training.attention.salient_locations` over
+            ``salient_window`` px), as the oracle's are nearest the target: the classifier learns to read
+            before the location module must find the digit by reward, and the location module learns to
+            imitate those cells (the cross-entropy of their log pi takes REINFORCE's place); 0: none.
+        salient_window: side in full-resolution pixels of the square whose contrast the warm-up's salient
+            place maximises (about the object's size).
         retina_mode: how a box is resized to base_size: ``"area"`` (exact mean over each cell,
             anti-aliased) or ``"bilinear"`` (one sample per output pixel, the reference's resize).
     """
@@ -71,12 +84,15 @@ class TNetConfig:
     cells_per_level: tuple[int, ...] = (2, 1)
     backbone: str = SMALL_CNN
     feature_size: int = 128
+    pooling: str = "max"
     reinforce_weight: float = 0.1
-    per_feature_weight: float = 1.0
+    per_feature_weight: float = 0.0
     sampling: str = "topk"
     baseline_decay: float = 0.9
     baseline_init: float = 0.5
     policy: str = "learned"
+    policy_warmup: int = 2
+    salient_window: int = 24
     retina_mode: str = "area"
 
     def __post_init__(self) -> None:
@@ -84,7 +100,8 @@ class TNetConfig:
             setattr(self, field.name, python_scalars(getattr(self, field.name)))
         if isinstance(self.cells_per_level, list):
             self.cells_per_level = tuple(self.cells_per_level)
-        for name in ("num_classes", "in_channels", "image_size", "base_size", "levels", "feature_size"):
+        names = ("num_classes", "in_channels", "image_size", "base_size", "levels", "feature_size", "salient_window")
+        for name in names:
             _check_positive_int(name, getattr(self, name))
         _check_positive_int("grid_size", self.grid_size)
         if self.grid_size < 2:
@@ -102,6 +119,8 @@ class TNetConfig:
             value = getattr(self, name)
             if _not_number(value) or value < 0:
                 raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
+        if self.pooling not in POOLINGS:
+            raise ValueError(f"pooling must be one of {POOLINGS}, got {self.pooling!r}")
         if self.sampling not in SAMPLINGS:
             raise ValueError(f"sampling must be one of {SAMPLINGS}, got {self.sampling!r}")
         if _not_number(self.baseline_decay) or not 0 <= self.baseline_decay < 1:
@@ -110,6 +129,8 @@ class TNetConfig:
             raise ValueError(f"baseline_init must lie in [0, 1], got {self.baseline_init!r}")
         if self.policy not in TNET_POLICIES:
             raise ValueError(f"policy must be one of {TNET_POLICIES} for TNet, got {self.policy!r}")
+        if isinstance(self.policy_warmup, bool) or not isinstance(self.policy_warmup, int) or self.policy_warmup < 0:
+            raise ValueError(f"policy_warmup must be an integer >= 0, got {self.policy_warmup!r}")
         if self.retina_mode not in RETINA_MODES:
             raise ValueError(f"retina_mode must be one of {RETINA_MODES}, got {self.retina_mode!r}")
 
@@ -143,8 +164,12 @@ class TNetConfig:
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> TNetConfig:
-        """The config :meth:`to_dict` wrote (also after a JSON trip); unknown keys raise ``TypeError``."""
-        return cls(**values)
+        """The config :meth:`to_dict` wrote (also after a JSON trip); unknown keys raise ``TypeError``.
+
+        One written before ``pooling`` and ``policy_warmup`` existed averaged its feature maps and had no
+        warm-up.
+        """
+        return cls(**{"pooling": "mean", "policy_warmup": 0, **values})
 
 
 def _not_number(value: object) -> bool:

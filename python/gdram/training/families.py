@@ -261,9 +261,12 @@ class TNetFamily(Family):
     def training_loss(
         self, model: nn.Module, step_model: nn.Module, images, labels, boxes, epoch: int, settings: Any
     ) -> StepLoss:
+        config = model.config
+        warmup = config.policy == "learned" and config.levels > 1 and epoch <= config.policy_warmup
+        towards = salient_locations(images, config.salient_window, coarse=True) if warmup else None
         with torch.autocast(images.device.type, dtype=torch.bfloat16, enabled=settings.amp):
-            result: TNetResult = step_model(images, boxes=self._boxes(model.config, boxes))
-        parts = tnet_loss(result, labels, model.config, model.reward_baseline)
+            result: TNetResult = step_model(images, boxes=self._boxes(config, boxes), towards=towards)
+        parts = tnet_loss(result, labels, config, model.reward_baseline, imitate=warmup)
         named = {"loss": parts.total, "classification": parts.classification}
         named.update(per_feature=parts.per_feature, reinforce=parts.reinforce)
         return StepLoss(parts.total, named, result.logits, labels)
