@@ -394,8 +394,7 @@ class GDRAMConfig:
             raise ValueError(f"baseline_init must lie in (0, 1), be 'chance' or None, got {init!r}")
         _check_positive_float("policy_lr_scale", self.policy_lr_scale)
         _check_positive_int("episodes_per_image", self.episodes_per_image)
-        if isinstance(self.policy_warmup, bool) or not isinstance(self.policy_warmup, int) or self.policy_warmup < 0:
-            raise ValueError(f"policy_warmup must be an integer >= 0, got {self.policy_warmup!r}")
+        _check_non_negative_int("policy_warmup", self.policy_warmup)
         if (
             isinstance(self.border_penalty, bool)
             or not isinstance(self.border_penalty, (int, float))
@@ -438,6 +437,11 @@ def python_scalars(value: Any) -> Any:
 def _check_positive_int(name: str, value: object) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ValueError(f"{name} must be a positive integer, got {value!r}")
+
+
+def _check_non_negative_int(name: str, value: object) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"{name} must be an integer >= 0, got {value!r}")
 
 
 def _check_positive_float(name: str, value: object) -> None:

@@ -14,7 +14,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from gdram.models.config import _check_positive_int, python_scalars
+from gdram.models.config import _check_non_negative_int, _check_positive_int, python_scalars
 from gdram_ext.contract import MODES as RETINA_MODES
 
 SAMPLINGS = ("topk", "gumbel")
@@ -129,8 +129,7 @@ class TNetConfig:
             raise ValueError(f"baseline_init must lie in [0, 1], got {self.baseline_init!r}")
         if self.policy not in TNET_POLICIES:
             raise ValueError(f"policy must be one of {TNET_POLICIES} for TNet, got {self.policy!r}")
-        if isinstance(self.policy_warmup, bool) or not isinstance(self.policy_warmup, int) or self.policy_warmup < 0:
-            raise ValueError(f"policy_warmup must be an integer >= 0, got {self.policy_warmup!r}")
+        _check_non_negative_int("policy_warmup", self.policy_warmup)
         if self.retina_mode not in RETINA_MODES:
             raise ValueError(f"retina_mode must be one of {RETINA_MODES}, got {self.retina_mode!r}")
 
