@@ -300,6 +300,7 @@ def test_one_level_reads_only_the_whole_image_and_has_no_reinforce_term(one_thre
         ("policy_warmup", -1),
         ("policy_warmup", True),
         ("salient_window", 0),
+        ("salient_window", 10**9),
         ("policy", "center"),
         ("baseline_decay", 1.0),
         ("baseline_init", 1.5),

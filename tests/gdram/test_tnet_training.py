@@ -119,6 +119,10 @@ def test_visualize_draws_the_chosen_cells_of_every_level(quadrants, tmp_path):
         (["--pooling", "mean"], "--pooling: TNet's (--model tnet) flags, not --model gdram's"),
         (["--model", "tnet", "--pooling", "sum"], "argument --pooling: invalid choice: 'sum'"),
         (
+            ["--model", "tnet", "--salient-window", "100000"],
+            "argument --salient-window: salient_window (100000) must not exceed image_size",
+        ),
+        (
             ["--model", "tnet", "--policy", "center"],
             "argument --policy: policy must be one of ('learned', 'random', 'oracle')",
         ),

@@ -108,6 +108,8 @@ class TNetConfig:
             raise ValueError(f"grid_size must be at least 2, got {self.grid_size!r}")
         if self.base_size > self.image_size:
             raise ValueError(f"base_size ({self.base_size}) must not exceed image_size ({self.image_size})")
+        if self.salient_window > self.image_size:
+            raise ValueError(f"salient_window ({self.salient_window}) must not exceed image_size ({self.image_size})")
         if self.num_classes < 2:
             raise ValueError(f"num_classes must be at least 2, got {self.num_classes!r}")
         if _not_number(self.cell_fraction) or not 0 < self.cell_fraction < 1:
