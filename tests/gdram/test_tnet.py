@@ -44,14 +44,15 @@ def test_forward_gives_every_level_its_boxes_cells_and_log_probs_in_one_box_glim
     calls = []
 
     def counting_box_glimpse(images, centres, sides, size, mode):
-        calls.append(tuple(centres.shape))
+        calls.append((tuple(centres.shape), size))
         return box_glimpse(images, centres, sides, size, mode)
 
     monkeypatch.setattr(gdram.models.tnet, "box_glimpse", counting_box_glimpse)
     torch.manual_seed(0)
     model = TNet(small_config())
     result = model(torch.rand(4, 1, 128, 128))
-    assert calls == [(4, 1, 2), (4, 2, 2), (4, 2, 2)]  # one call per level, the whole batch's boxes
+    # one call per level, the whole batch's boxes; the overview at base_size / cell_fraction, the cells at base_size
+    assert calls == [((4, 1, 2), 64), ((4, 2, 2), 32), ((4, 2, 2), 32)]
     assert result.logits.shape == (4, 5)
     assert result.feature_logits.shape == (4, 1 + 2 + 2, 5)
     # one linear classifier: the mean feature's logits are the mean of every feature's own
@@ -239,7 +240,8 @@ def test_cells_kept_towards_a_place_are_the_nearest_with_the_location_modules_ow
     result = model(images, towards=places)
     oracle = TNet(small_config(policy="oracle"))(images, boxes=ORACLE_BOXES)
     assert all(torch.equal(ours, its) for ours, its in zip(result.cells, oracle.cells, strict=True))
-    whole = box_glimpse(images, torch.zeros(2, 1, 2), torch.full((2, 1), 128.0), 32, "area")[:, 0]
+    side = model.config.overview_side  # 64: base_size / cell_fraction
+    whole = box_glimpse(images, torch.zeros(2, 1, 2), torch.full((2, 1), 128.0), side, "area")[:, 0]
     log_pi = model.location(*model.backbone(whole))
     torch.testing.assert_close(result.log_probs[0], log_pi.gather(1, result.cells[0]))
 
@@ -300,6 +302,8 @@ def test_one_level_reads_only_the_whole_image_and_has_no_reinforce_term(one_thre
         ("policy_warmup", -1),
         ("policy_warmup", True),
         ("salient_window", 0),
+        ("overview_size", 0),
+        ("overview_size", 1024),
         ("salient_window", 10**9),
         ("policy", "center"),
         ("baseline_decay", 1.0),
@@ -321,12 +325,19 @@ def test_config_round_trips_through_json_and_accepts_numpy_numbers() -> None:
     assert config.boxes_per_level == (1, 3, 6) and config.cell_stride == 0.25
 
 
-def test_a_config_saved_before_pooling_and_warmup_existed_loads_as_it_was_trained() -> None:
+def test_a_config_saved_before_pooling_warmup_and_overview_existed_loads_as_it_was_trained() -> None:
     saved = TNetConfig(num_classes=3).to_dict()
-    del saved["pooling"], saved["policy_warmup"]
+    del saved["pooling"], saved["policy_warmup"], saved["overview_size"]
     old = TNetConfig.from_dict(saved)
-    assert old.pooling == "mean" and old.policy_warmup == 0
+    assert old.pooling == "mean" and old.policy_warmup == 0 and old.overview_side == 64
     assert TNetConfig().pooling == "max" and TNetConfig().policy_warmup == 2
+
+
+def test_the_overview_is_read_at_the_density_of_level_2s_cells_unless_its_side_is_given() -> None:
+    assert TNetConfig().overview_side == 128  # 64 / 0.5: 4x below the 512 px image, as the 256 px cells
+    assert TNetConfig(cell_fraction=0.25).overview_side == 256
+    assert TNetConfig(image_size=100, base_size=64).overview_side == 100  # never above the image
+    assert TNetConfig(overview_size=64).overview_side == 64  # the reference's
 
 
 @pytest.mark.parametrize("pooling", ["max", "mean"])
@@ -368,6 +379,7 @@ def test_learned_cell_choice_solves_a_task_that_the_downscaled_image_cannot(one_
         in_channels=1,
         image_size=64,
         base_size=16,
+        overview_size=16,  # the reference's overview: at the default 32 px the class shows on it
         levels=2,
         grid_size=2,
         cell_fraction=0.5,

@@ -15,10 +15,18 @@ from tiny import one_error_line, write_npz, write_quadrant_npz
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
-# A TNet that reads the 64 px quadrant task at a 16 px base: the 2x2 grid's half cells are the quadrants.
-QUADRANT_FLAGS = ["--model", "tnet", "--base-size", "16", "--levels", "2", "--grid-size", "2"]
-QUADRANT_FLAGS += ["--cells-per-level", "1", "--feature-size", "32"]
-QUADRANT_FIELDS = {"base_size": 16, "levels": 2, "grid_size": 2, "cells_per_level": (1,), "feature_size": 32}
+# A TNet that reads the 64 px quadrant task at a 16 px base, its overview too (the reference's; at the default
+# 32 px the class shows on the overview): the 2x2 grid's half cells are the quadrants.
+QUADRANT_FLAGS = ["--model", "tnet", "--base-size", "16", "--overview-size", "16", "--levels", "2"]
+QUADRANT_FLAGS += ["--grid-size", "2", "--cells-per-level", "1", "--feature-size", "32"]
+QUADRANT_FIELDS = {
+    "base_size": 16,
+    "overview_size": 16,
+    "levels": 2,
+    "grid_size": 2,
+    "cells_per_level": (1,),
+    "feature_size": 32,
+}
 QUICK = ["--batch-size", "32", "--device", "cpu", "--workers", "0", "--quiet", "--lr", "0.003"]
 
 
@@ -123,6 +131,11 @@ def test_visualize_draws_the_chosen_cells_of_every_level(quadrants, tmp_path):
             "argument --salient-window: salient_window (100000) must not exceed image_size",
         ),
         (
+            ["--model", "tnet", "--overview-size", "128"],
+            "argument --overview-size: overview_size (128) must not exceed image_size (64)",
+        ),
+        (["--model", "tnet", "--overview-size", "0"], "argument --overview-size:"),
+        (
             ["--model", "tnet", "--policy", "center"],
             "argument --policy: policy must be one of ('learned', 'random', 'oracle')",
         ),
@@ -150,3 +163,13 @@ def test_every_config_finds_its_family_and_a_checkpoint_without_one_is_gdrams(tr
     assert family_of(TNetConfig(num_classes=2, in_channels=1, image_size=64, base_size=16)) is FAMILIES["tnet"]
     state = load_checkpoint(trained_run / "last.pt")
     assert state["family"] == "gdram"
+
+
+def test_the_study_reads_the_whole_image_downscaled_to_the_base_size_and_at_full_resolution():
+    from gdram.experiments.tnet import arm_fields
+
+    downscaled = TNetConfig(**arm_fields("downscaled", 512))
+    assert downscaled.levels == 1 and downscaled.overview_side == downscaled.base_size == 64
+    assert TNetConfig(**arm_fields("full-res", 512)).overview_side == 512
+    assert TNetConfig(**arm_fields("tnet", 512)) == TNetConfig()
+    assert TNetConfig(**arm_fields("tnet-random", 512)).overview_side == 128

@@ -112,6 +112,7 @@ def _tnet_fields(args: argparse.Namespace) -> dict[str, Any]:
         "cell_fraction": args.cell_fraction,
         "cells_per_level": tuple(args.cells_per_level) if args.cells_per_level else None,
         "base_size": args.base_size,
+        "overview_size": args.overview_size,
         "backbone": args.backbone,
         "feature_size": args.feature_size,
         "pooling": args.pooling,
@@ -352,7 +353,13 @@ def _add_tnet_options(parser: argparse.ArgumentParser) -> None:
     tnet.add_argument(
         "--base-size",
         type=positive_int,
-        help=f"side every crop is resized to for the backbone ({defaults.base_size})",
+        help=f"side every cell is resized to for the backbone ({defaults.base_size})",
+    )
+    tnet.add_argument(
+        "--overview-size",
+        type=positive_int,
+        metavar="PX",
+        help=f"side of level 1's read of the whole image ({defaults.overview_size})",
     )
     tnet.add_argument(
         "--backbone",

@@ -27,6 +27,7 @@ from typing import Any
 from gdram.data.loading import load_data
 from gdram.experiments.summaries import by_arm, mean_cell
 from gdram.files import write_json
+from gdram.models.tnet_config import TNetConfig
 from gdram.training.api import resume, train
 from gdram.training.evaluate import load_model, measure_flops, measure_latency
 
@@ -34,8 +35,8 @@ ARMS: dict[str, dict[str, Any]] = {
     "tnet": {},
     "tnet-random": {"policy": "random"},
     "tnet-oracle": {"policy": "oracle"},
-    "downscaled": {"levels": 1, "cells_per_level": ()},
-    "full-res": {"levels": 1, "cells_per_level": (), "base_size": None},  # None: the image's side
+    "downscaled": {"levels": 1, "cells_per_level": (), "overview_size": TNetConfig.base_size},
+    "full-res": {"levels": 1, "cells_per_level": (), "overview_size": None},  # None: the image's side
 }
 
 

@@ -369,7 +369,8 @@ class TNet(nn.Module):
         features, all_centres, all_sides, all_cells, all_log_probs = [], [centres], [sides], [], []
         for level in range(config.levels):
             parents = centres.shape[1]  # boxes per image at this level
-            crops = box_glimpse(images, centres, sides, config.base_size, config.retina_mode)
+            side = config.overview_side if level == 0 else config.base_size
+            crops = box_glimpse(images, centres, sides, side, config.retina_mode)
             feature_map, vector = self.backbone(crops.flatten(0, 1))
             features.append(self.fusion(vector, positions.flatten(0, 1)).view(batch, parents, -1))
             if level == config.levels - 1:

@@ -3,7 +3,8 @@ JSON round-trippable in the style of :class:`gdram.models.config.GDRAMConfig`.
 
 ``TNetConfig()`` is the fMoW layout of the reference code at this package's scale: a 512 px image read
 top-down from a 64 px base over 3 levels, a 3x3 grid of half-side cells (stride a quarter of the parent's
-side: neighbours overlap by half), 2 cells kept at level 2 and 1 inside each at level 3 (5 backbone passes).
+side: neighbours overlap by half), 2 cells kept at level 2 and 1 inside each at level 3 (5 backbone passes);
+one departure, measured: the whole image is read at 128 px (``overview_size``).
 ``TNetConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg`` holds (lists come back as tuples).
 """
 
@@ -31,9 +32,15 @@ class TNetConfig:
         num_classes: K, the number of classes.
         in_channels: C, channels of the input images.
         image_size: side of the square full-resolution input images, in pixels.
-        base_size: side of the backbone's input: every crop (the whole image at level 1, a cell deeper)
-            is resized to base_size x base_size.
-        levels: processing levels (>= 1); 1 reads only the whole image downscaled to base_size.
+        base_size: side of the backbone's input for a cell: every cell kept (levels 2 and deeper) is resized to
+            base_size x base_size.
+        overview_size: side of level 1's read of the whole image (the overview the location module chooses
+            level 2's cells on), at most image_size; None (the default): base_size / cell_fraction, the pixel
+            density of level 2's cells, so that every level's cells are chosen at the density at which level 2
+            chooses level 3's (:attr:`overview_side`). The reference reads the overview at base_size: on a 512 px
+            canvas read from 64 px, a 28 px digit is then a 3.5 px blob that the location module does not tell
+            from the clutter; at 128 px it is a 7 px one (README, "TNet").
+        levels: processing levels (>= 1); 1 reads only the whole image, downscaled to overview_side.
         grid_size: n, the location module scores an n x n grid of cells over each attended box (>= 2).
         cell_fraction: a cell's side over its parent box's side, in (0, 1); neighbouring cells lie
             (1 - cell_fraction) / (n - 1) of the parent's side apart.
@@ -70,7 +77,7 @@ class TNetConfig:
             imitate those cells (the cross-entropy of their log pi takes REINFORCE's place); 0: none.
         salient_window: side in full-resolution pixels of the square whose contrast the warm-up's salient
             place maximises (about the object's size).
-        retina_mode: how a box is resized to base_size: ``"area"`` (exact mean over each cell,
+        retina_mode: how a box is resized to its side: ``"area"`` (exact mean over each cell,
             anti-aliased) or ``"bilinear"`` (one sample per output pixel, the reference's resize).
     """
 
@@ -78,6 +85,7 @@ class TNetConfig:
     in_channels: int = 3
     image_size: int = 512
     base_size: int = 64
+    overview_size: int | None = None
     levels: int = 3
     grid_size: int = 3
     cell_fraction: float = 0.5
@@ -103,6 +111,8 @@ class TNetConfig:
         names = ("num_classes", "in_channels", "image_size", "base_size", "levels", "feature_size", "salient_window")
         for name in names:
             _check_positive_int(name, getattr(self, name))
+        if self.overview_size is not None:
+            _check_positive_int("overview_size", self.overview_size)
         _check_positive_int("grid_size", self.grid_size)
         if self.grid_size < 2:
             raise ValueError(f"grid_size must be at least 2, got {self.grid_size!r}")
@@ -115,6 +125,8 @@ class TNetConfig:
         if _not_number(self.cell_fraction) or not 0 < self.cell_fraction < 1:
             raise ValueError(f"cell_fraction must lie in (0, 1), got {self.cell_fraction!r}")
         self._check_cells_per_level()
+        if self.overview_side > self.image_size:
+            raise ValueError(f"overview_size ({self.overview_side}) must not exceed image_size ({self.image_size})")
         if not isinstance(self.backbone, str) or not self.backbone:
             raise ValueError(f"backbone must be 'small_cnn' or a torchvision classifier name, got {self.backbone!r}")
         for name in ("reinforce_weight", "per_feature_weight"):
@@ -147,6 +159,14 @@ class TNetConfig:
                 raise ValueError(f"cells_per_level must hold integers in [1, {cells}] (n * n), got {counts!r}")
 
     @property
+    def overview_side(self) -> int:
+        """Side of level 1's read of the whole image: ``overview_size``, or round(base_size / cell_fraction)
+        (at most image_size) when it is None."""
+        if self.overview_size is not None:
+            return self.overview_size
+        return min(self.image_size, round(self.base_size / self.cell_fraction))
+
+    @property
     def cell_stride(self) -> float:
         """Distance between neighbouring cells' origins as a fraction of the parent's side."""
         return (1 - self.cell_fraction) / (self.grid_size - 1)
@@ -167,10 +187,11 @@ class TNetConfig:
     def from_dict(cls, values: dict[str, Any]) -> TNetConfig:
         """The config :meth:`to_dict` wrote (also after a JSON trip); unknown keys raise ``TypeError``.
 
-        One written before ``pooling`` and ``policy_warmup`` existed averaged its feature maps and had no
-        warm-up.
+        One written before ``pooling``, ``policy_warmup`` and ``overview_size`` existed averaged its feature maps,
+        had no warm-up and read level 1 at its base size.
         """
-        return cls(**{"pooling": "mean", "policy_warmup": 0, **values})
+        old = {"pooling": "mean", "policy_warmup": 0, "overview_size": values.get("base_size", cls.base_size)}
+        return cls(**{**old, **values})
 
 
 def _not_number(value: object) -> bool:
