@@ -19,6 +19,7 @@ from gdram.models.tnet import (
     oracle_cells,
     plackett_luce_log_prob,
 )
+from gdram.training.attention import cell_counts
 from tiny import quadrant_images, quadrant_task
 
 from gdram_ext import box_glimpse
@@ -204,6 +205,18 @@ def test_oracle_keeps_the_cells_nearest_the_box_centre_at_every_level(one_thread
     # the helper alone: the whole image's cells nearest image 0's target, in order
     cells = oracle_cells(torch.zeros(1, 2), torch.tensor([128.0]), target[:1] / 64 - 1, 128, 3, 0.5, 4)
     assert cells.tolist() == [[2, 5, 1, 4]]
+
+
+def test_cell_counts_of_one_level_count_that_levels_chosen_cells_alone(one_thread) -> None:
+    # The oracle's cells of the test above: level 2 keeps cells 2 (x 64-128, y 0-64: holds (105, 25)) and 5
+    # (y 32-96: not), cells 6 (holds (20, 100)) and 3 (not); level 3 likewise one of two per image.
+    model = TNet(small_config(policy="oracle"))
+    result = model(torch.rand(2, 1, 128, 128), boxes=ORACLE_BOXES)
+    by_level = [cell_counts(result, ORACLE_BOXES, 128, level) for level in (2, 3)]
+    assert [counts[0].item() for counts in by_level] == [2.0, 2.0]  # hits
+    assert [counts[2].item() for counts in by_level] == [4.0, 4.0]  # cells with a known box
+    torch.testing.assert_close(by_level[0] + by_level[1], cell_counts(result, ORACLE_BOXES, 128))
+    assert not cell_counts(result, ORACLE_BOXES, 128, 1).any()  # level 1 is the whole image: no cell chosen
 
 
 @pytest.mark.parametrize(

@@ -6,8 +6,10 @@ import json
 
 import pytest
 import torch
-from gdram import TNetConfig, resume, train
+from gdram import TNet, TNetConfig, resume, train
 from gdram.cli.main import main
+from gdram.data.loading import load_data
+from gdram.experiments.tnet import arm_fields, level_cell, level_hit_rates
 from gdram.training.checkpoint import load_checkpoint
 from gdram.training.families import FAMILIES, family_of
 from PIL import Image
@@ -166,10 +168,20 @@ def test_every_config_finds_its_family_and_a_checkpoint_without_one_is_gdrams(tr
 
 
 def test_the_study_reads_the_whole_image_downscaled_to_the_base_size_and_at_full_resolution():
-    from gdram.experiments.tnet import arm_fields
 
     downscaled = TNetConfig(**arm_fields("downscaled", 512))
     assert downscaled.levels == 1 and downscaled.overview_side == downscaled.base_size == 64
     assert TNetConfig(**arm_fields("full-res", 512)).overview_side == 512
     assert TNetConfig(**arm_fields("tnet", 512)) == TNetConfig()
     assert TNetConfig(**arm_fields("tnet-random", 512)).overview_side == 128
+
+
+def test_the_study_reports_each_levels_hit_rate(quadrants):
+    data = load_data(quadrants)
+    fields = {**QUADRANT_FIELDS, "num_classes": 2, "in_channels": 1, "image_size": 64}
+    assert level_hit_rates(TNet(TNetConfig(**fields, policy="oracle")), data.test) == [1.0]
+    random = level_hit_rates(TNet(TNetConfig(**fields, policy="random")), data.test)
+    assert len(random) == 1 and 0.1 < random[0] < 0.45  # 1 quadrant in 4
+    seeds = [{"test_level_hit_rates": [0.6, 0.5]}, {"test_level_hit_rates": [0.62, 0.58]}]
+    assert level_cell(seeds) == "61 / 54"
+    assert level_cell([{"test_level_hit_rates": []}]) == level_cell([{}]) == "-"

@@ -10,9 +10,9 @@ Five arms, every one a TNet config on the same backbone (:class:`~gdram.models.t
 
 Each arm trains through :func:`gdram.training.api.train`; a finished run is read back, a stopped one resumed,
 so a rerun completes the study. Per arm: test top-1 (mean and standard deviation over seeds), the hit rate of
-the chosen cells, FLOPs per image (``FlopCounterMode``), training images per second, inference milliseconds
-per image (batch 1 and batched), measured on this machine; a Markdown table and a plot of accuracy against
-FLOPs.
+the chosen cells (all, and each level's: :func:`level_hit_rates`), FLOPs per image (``FlopCounterMode``),
+training images per second, inference milliseconds per image (batch 1 and batched), measured on this machine;
+a Markdown table and a plot of accuracy against FLOPs.
 """
 
 from __future__ import annotations
@@ -24,11 +24,16 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import torch
+
+from gdram.data.datasets import batches
 from gdram.data.loading import load_data
 from gdram.experiments.summaries import by_arm, mean_cell
 from gdram.files import write_json
+from gdram.models.tnet import TNet
 from gdram.models.tnet_config import TNetConfig
 from gdram.training.api import resume, train
+from gdram.training.attention import attention_metrics, cell_counts
 from gdram.training.evaluate import load_model, measure_flops, measure_latency
 
 ARMS: dict[str, dict[str, Any]] = {
@@ -69,9 +74,24 @@ def run_arm(dataset: str, arm: str, seed: int, epochs: int, batch_size: int, out
         flops_per_image=measure_flops(model, data.test),
         train_images_per_second=statistics.mean(record["images_per_second"] for record in history),
         **measure_latency(model, data.test, batch_size=32, repeats=5),
+        test_level_hit_rates=level_hit_rates(model, data.test),
     )
     write_json(done, summary)
     return summary
+
+
+@torch.no_grad()
+def level_hit_rates(model: TNet, dataset: Any, batch_size: int = 64) -> list[float | None]:
+    """The hit rate of the cells ``model`` chooses on ``dataset`` at each level after the first (2, ..., L):
+    where the cell choice succeeds or fails (level 2 is chosen on the overview, deeper levels on a cell)."""
+    model.eval()
+    config = model.config
+    sums = torch.zeros(config.levels - 1, 5, dtype=torch.float64)
+    for images, _, boxes in batches(dataset, batch_size, boxes=True):
+        result = model(images, boxes=boxes if config.policy == "oracle" else None)
+        for level in range(2, config.levels + 1):
+            sums[level - 2] += cell_counts(result, boxes, config.image_size, level)
+    return [attention_metrics(counts)["hit_rate"] for counts in sums]
 
 
 def tnet_study(
@@ -103,14 +123,15 @@ def tnet_study(
 def table(summaries: list[dict[str, Any]]) -> str:
     """Markdown table: per arm, mean ± sd over seeds of accuracy and hit rate, and the measured costs."""
     lines = [
-        "| arm | seeds | test top-1 (%) | cell hit rate (%) | MFLOPs/image | training img/s | "
-        "inference ms/image (batch 1) | inference ms/image (batch 32) | epochs | training time |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| arm | seeds | test top-1 (%) | cell hit rate (%) | by level: 2 / 3 / ... (%) | MFLOPs/image | "
+        "training img/s | inference ms/image (batch 1) | inference ms/image (batch 32) | epochs | training time |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for arm, group in by_arm(summaries).items():
         cells = [
             mean_cell(group, "test_top1", 100),
             mean_cell(group, "test_hit_rate", 100),
+            level_cell(group),
             mean_cell(group, "flops_per_image", 1e-6, 0),
             mean_cell(group, "train_images_per_second", 1, 0),
             mean_cell(group, "latency_ms_batch1", 1, 2),
@@ -120,6 +141,14 @@ def table(summaries: list[dict[str, Any]]) -> str:
         seconds = statistics.mean(item["train_seconds"] for item in group)
         lines.append(f"| {arm} | {len(group)} | " + " | ".join(cells) + f" | {epochs} | {seconds:.0f} s |")
     return "\n".join(lines) + "\n"
+
+
+def level_cell(group: list[dict[str, Any]]) -> str:
+    """A table cell: the mean over seeds of each level's cell hit rate, in %, "61 / 57" ("-" with one level)."""
+    rates = [item.get("test_level_hit_rates") or [] for item in group]
+    if not rates[0] or any(None in levels for levels in rates):
+        return "-"
+    return " / ".join(f"{100 * statistics.mean(levels):.0f}" for levels in zip(*rates, strict=True))
 
 
 def plot(summaries: list[dict[str, Any]], out: Path, title: str) -> Path:

@@ -109,7 +109,7 @@ def glimpse_counts(
     ).cpu()
 
 
-def cell_counts(result: TNetResult, boxes: torch.Tensor, image_size: int) -> torch.Tensor:
+def cell_counts(result: TNetResult, boxes: torch.Tensor, image_size: int, level: int | None = None) -> torch.Tensor:
     """TNet's :data:`GLIMPSE_COUNTS` over the cells a batch chose (every level after the first): (5,) float64.
 
     A chosen cell hits when the target box's centre lies inside it; the distance runs from the cell's centre
@@ -119,11 +119,13 @@ def cell_counts(result: TNetResult, boxes: torch.Tensor, image_size: int) -> tor
         result: a TNet forward's result; ``centres[l]`` (B, M_l, 2) in [-1, 1], ``sides[l]`` (B, M_l) pixels.
         boxes: (B, 4) target boxes in pixels of the (S, S) input, NaN rows when unknown.
         image_size: S.
+        level: count only the cells of this level (2 .. L, 1-based as in the paper); None: every level's.
     """
-    if len(result.centres) < 2:
+    chosen = slice(1, None) if level is None else slice(level - 1, level)
+    if len(result.centres[chosen]) == 0 or level == 1:
         return torch.zeros(5, dtype=torch.float64)
-    centres = torch.cat(result.centres[1:], dim=1).detach().double()  # (B, M, 2)
-    half = torch.cat(result.sides[1:], dim=1).detach().double() / 2  # (B, M)
+    centres = torch.cat(result.centres[chosen], dim=1).detach().double()  # (B, M, 2)
+    half = torch.cat(result.sides[chosen], dim=1).detach().double() / 2  # (B, M)
     boxes = boxes.to(centres)
     known = torch.isfinite(boxes).all(dim=1)[:, None].expand_as(half)  # (B, M)
     pixels = (centres + 1) / 2 * image_size
