@@ -9,8 +9,9 @@ import torch
 from gdram import TNet, TNetConfig, resume, train
 from gdram.cli.main import main
 from gdram.data.loading import load_data
-from gdram.experiments.tnet import arm_fields, level_cell, level_hit_rates
+from gdram.experiments.tnet import arm_fields, level_cell
 from gdram.training.checkpoint import load_checkpoint
+from gdram.training.evaluate import evaluation_totals, summarize
 from gdram.training.families import FAMILIES, family_of
 from PIL import Image
 from tiny import one_error_line, write_npz, write_quadrant_npz
@@ -84,6 +85,9 @@ def test_eval_reports_cells_per_level_hit_rate_flops_and_latency(quadrants, tmp_
     result = json.loads(capsys.readouterr().out)
     assert result["variant"] == "tnet" and result["boxes_per_level"] == [1, 1] and result["mean_glimpses"] == 2
     assert 0 <= result["hit_rate"] <= 1 and result["latency_ms_batch1"] > 0
+    assert result["level_hit_rates"] == [pytest.approx(result["hit_rate"])]  # one level of cells
+    assert main(["eval", str(run / "best.pt"), "--no-latency"]) == 0
+    assert f"cell hit rate {result['hit_rate']:.3f} (levels 2: {result['hit_rate']:.3f})" in capsys.readouterr().out
     # two backbone passes on 16 px crops: the small CNN's three convolutions and the location module, a few MFLOPs
     assert 1e5 < result["flops_per_image"] < 1e7
 
@@ -176,11 +180,18 @@ def test_the_study_reads_the_whole_image_downscaled_to_the_base_size_and_at_full
     assert TNetConfig(**arm_fields("tnet-random", 512)).overview_side == 128
 
 
-def test_the_study_reports_each_levels_hit_rate(quadrants):
+def level_hit_rates(model, dataset) -> list:
+    return summarize(evaluation_totals(model, dataset))["level_hit_rates"]
+
+
+def test_evaluation_and_the_study_report_each_levels_hit_rate(quadrants):
     data = load_data(quadrants)
     fields = {**QUADRANT_FIELDS, "num_classes": 2, "in_channels": 1, "image_size": 64}
     assert level_hit_rates(TNet(TNetConfig(**fields, policy="oracle")), data.test) == [1.0]
     random = level_hit_rates(TNet(TNetConfig(**fields, policy="random")), data.test)
+    three = TNet(TNetConfig(**{**fields, "levels": 3, "cells_per_level": (1, 1), "policy": "oracle"}))
+    assert level_hit_rates(three, data.test) == [1.0, 1.0]  # the striped square's centre: in its quadrant, and in
+    # the quadrant's cell nearest it
     assert len(random) == 1 and 0.1 < random[0] < 0.45  # 1 quadrant in 4
     seeds = [{"test_level_hit_rates": [0.6, 0.5]}, {"test_level_hit_rates": [0.62, 0.58]}]
     assert level_cell(seeds) == "61 / 54"

@@ -213,7 +213,11 @@ def _eval(args: argparse.Namespace) -> int:
             f"{result['border_share']:.3f} on the border"
         )
     elif result["hit_rate"] is not None:
-        line += f", cell hit rate {result['hit_rate']:.3f}, {result['box_distance_px']:.1f} px from the target"
+        line += f", cell hit rate {result['hit_rate']:.3f}"
+        if None not in result["level_hit_rates"]:
+            levels = "/".join(str(level) for level in range(2, len(result["level_hit_rates"]) + 2))
+            line += f" (levels {levels}: {' / '.join(f'{rate:.3f}' for rate in result['level_hit_rates'])})"
+        line += f", {result['box_distance_px']:.1f} px from the target"
     if not args.no_latency:
         line += (
             f", {result['latency_ms_batch1']:.2f} ms/image at batch 1, {result['latency_ms_batched']:.3f} "

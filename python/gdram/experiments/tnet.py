@@ -10,9 +10,9 @@ Five arms, every one a TNet config on the same backbone (:class:`~gdram.models.t
 
 Each arm trains through :func:`gdram.training.api.train`; a finished run is read back, a stopped one resumed,
 so a rerun completes the study. Per arm: test top-1 (mean and standard deviation over seeds), the hit rate of
-the chosen cells (all, and each level's: :func:`level_hit_rates`), FLOPs per image (``FlopCounterMode``),
-training images per second, inference milliseconds per image (batch 1 and batched), measured on this machine;
-a Markdown table and a plot of accuracy against FLOPs.
+the chosen cells (all, and each level's), FLOPs per image (``FlopCounterMode``), training images per second,
+inference milliseconds per image (batch 1 and batched), measured on this machine; a Markdown table and a plot
+of accuracy against FLOPs.
 """
 
 from __future__ import annotations
@@ -24,17 +24,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import torch
-
-from gdram.data.datasets import batches
 from gdram.data.loading import load_data
 from gdram.experiments.summaries import by_arm, mean_cell
 from gdram.files import write_json
-from gdram.models.tnet import TNet
 from gdram.models.tnet_config import TNetConfig
 from gdram.training.api import resume, train
-from gdram.training.attention import attention_metrics, cell_counts
-from gdram.training.evaluate import load_model, measure_flops, measure_latency
+from gdram.training.evaluate import evaluation_totals, load_model, measure_flops, measure_latency, summarize
 
 ARMS: dict[str, dict[str, Any]] = {
     "tnet": {},
@@ -74,24 +69,10 @@ def run_arm(dataset: str, arm: str, seed: int, epochs: int, batch_size: int, out
         flops_per_image=measure_flops(model, data.test),
         train_images_per_second=statistics.mean(record["images_per_second"] for record in history),
         **measure_latency(model, data.test, batch_size=32, repeats=5),
-        test_level_hit_rates=level_hit_rates(model, data.test),
+        test_level_hit_rates=summarize(evaluation_totals(model, data.test, batch_size=64))["level_hit_rates"],
     )
     write_json(done, summary)
     return summary
-
-
-@torch.no_grad()
-def level_hit_rates(model: TNet, dataset: Any, batch_size: int = 64) -> list[float | None]:
-    """The hit rate of the cells ``model`` chooses on ``dataset`` at each level after the first (2, ..., L):
-    where the cell choice succeeds or fails (level 2 is chosen on the overview, deeper levels on a cell)."""
-    model.eval()
-    config = model.config
-    sums = torch.zeros(config.levels - 1, 5, dtype=torch.float64)
-    for images, _, boxes in batches(dataset, batch_size, boxes=True):
-        result = model(images, boxes=boxes if config.policy == "oracle" else None)
-        for level in range(2, config.levels + 1):
-            sums[level - 2] += cell_counts(result, boxes, config.image_size, level)
-    return [attention_metrics(counts)["hit_rate"] for counts in sums]
 
 
 def tnet_study(

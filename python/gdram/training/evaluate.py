@@ -105,14 +105,14 @@ def evaluation_totals(
     num_workers: int = 0,
     sample: bool = False,
 ) -> Totals:
-    """Sums (:data:`EVAL_TOTALS`) over this rank's share of ``dataset``, under the model's location
-    policy (its family's :meth:`~gdram.training.families.Family.evaluation`). Puts ``model`` in eval mode;
-    ``sample`` draws the moves (or cells) from the policy instead of following its mean (or top k)."""
+    """Sums (:data:`EVAL_TOTALS`, then the family's per-level ones) over this rank's share of ``dataset``, under
+    the model's location policy (its family's :meth:`~gdram.training.families.Family.evaluation`). Puts ``model``
+    in eval mode; ``sample`` draws the moves (or cells) from the policy instead of following its mean (or top k)."""
     model.eval()
     device = torch.device(device)
     core = model.module if hasattr(model, "module") else model
     family = family_of(core.config)
-    totals = Totals(EVAL_TOTALS)
+    totals = Totals((*EVAL_TOTALS, *family.level_totals(core.config)))
     for images, labels, boxes in batches(
         dataset, batch_size, rank=rank, world_size=world_size, num_workers=num_workers, boxes=True
     ):
@@ -128,14 +128,16 @@ def evaluation_totals(
             glimpses_used=result.used.sum().to(logits.dtype),
             count=torch.tensor(float(len(labels)), device=device),
         )
-        totals.add(**dict(zip(GLIMPSE_COUNTS, result.counts, strict=True)))
+        totals.add(**dict(zip(GLIMPSE_COUNTS, result.counts, strict=True)), **result.levels)
     return totals
 
 
-def summarize(totals: Totals) -> dict[str, float | None]:
-    """``loss``, ``top1``, ``top5``, ``mean_glimpses``, ``n`` and the attention metrics (``hit_rate``,
-    ``box_distance_px``, ``border_share``; None when unknown) from :func:`evaluation_totals`' sums."""
+def summarize(totals: Totals) -> dict[str, Any]:
+    """``loss``, ``top1``, ``top5``, ``mean_glimpses``, ``n``, the attention metrics (``hit_rate``,
+    ``box_distance_px``, ``border_share``; None when unknown) and ``level_hit_rates`` (TNet's hit rate of each
+    level's cells, level 2 first; empty for GDRAM) from :func:`evaluation_totals`' sums."""
     count = max(totals["count"], 1.0)
+    levels = [name.removesuffix("_hits") for name in totals.names[len(EVAL_TOTALS) :] if name.endswith("_hits")]
     return {
         "loss": totals["loss"] / count,
         "top1": totals["top1"] / count,
@@ -143,6 +145,9 @@ def summarize(totals: Totals) -> dict[str, float | None]:
         "mean_glimpses": totals["glimpses_used"] / count,
         "n": int(totals["count"]),
         **attention_metrics(totals.select(GLIMPSE_COUNTS)),
+        "level_hit_rates": [
+            totals[f"{level}_hits"] / totals[f"{level}_cells"] if totals[f"{level}_cells"] else None for level in levels
+        ],
     }
 
 

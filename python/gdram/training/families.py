@@ -15,7 +15,7 @@ A checkpoint names its family (``"family"``; one without is GDRAM's, as every ch
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -46,11 +46,13 @@ class StepLoss:
 @dataclass
 class EvaluationBatch:
     """One evaluation batch: ``logits`` (B, K), ``used`` (B,) glimpses or boxes read per image, ``counts`` (5,)
-    the attention sums of :data:`gdram.training.attention.GLIMPSE_COUNTS`."""
+    the attention sums of :data:`gdram.training.attention.GLIMPSE_COUNTS`, ``levels`` the 0-d sums named by
+    :meth:`Family.level_totals` (TNet's hits and cells of each level)."""
 
     logits: torch.Tensor
     used: torch.Tensor
     counts: torch.Tensor
+    levels: dict[str, torch.Tensor] = field(default_factory=dict)
 
 
 class Family:
@@ -106,6 +108,10 @@ class Family:
         self, model: nn.Module, images: torch.Tensor, boxes: torch.Tensor, fast: bool, sample: bool
     ) -> EvaluationBatch:
         raise NotImplementedError
+
+    def level_totals(self, config: Any) -> tuple[str, ...]:
+        """Names of the per-level sums an evaluation batch gives (``EvaluationBatch.levels``): none here."""
+        return ()
 
     def infer(self, model: nn.Module, images: torch.Tensor, fast: bool) -> Any:
         """The inference forward (``fast``: F-GDRAM's early stop, GDRAM only)."""
@@ -277,7 +283,16 @@ class TNetFamily(Family):
         config = (model.module if hasattr(model, "module") else model).config
         result: TNetResult = model(images, sample=sample or None, boxes=self._boxes(config, boxes))
         used = torch.full((len(images),), float(result.feature_logits.shape[1]), device=images.device)
-        return EvaluationBatch(result.logits, used, cell_counts(result, boxes, config.image_size))
+        levels = {}
+        for level in range(2, config.levels + 1):
+            counts = cell_counts(result, boxes, config.image_size, level)
+            levels.update({f"level{level}_hits": counts[0], f"level{level}_cells": counts[2]})
+        return EvaluationBatch(result.logits, used, cell_counts(result, boxes, config.image_size), levels)
+
+    def level_totals(self, config: TNetConfig) -> tuple[str, ...]:
+        """``level<l>_hits`` and ``level<l>_cells`` of every level l after the first: its chosen cells that hold
+        the target's centre, and its chosen cells with a known target."""
+        return tuple(f"level{level}_{name}" for level in range(2, config.levels + 1) for name in ("hits", "cells"))
 
     def infer(self, model: nn.Module, images: torch.Tensor, fast: bool) -> Any:
         """The forward; the oracle's cost does not depend on where its box is: the whole image stands in."""
