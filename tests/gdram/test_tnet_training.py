@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 import torch
@@ -196,3 +197,18 @@ def test_evaluation_and_the_study_report_each_levels_hit_rate(quadrants):
     seeds = [{"test_level_hit_rates": [0.6, 0.5]}, {"test_level_hit_rates": [0.62, 0.58]}]
     assert level_cell(seeds) == "61 / 54"
     assert level_cell([{"test_level_hit_rates": []}]) == level_cell([{}]) == "-"
+
+
+def test_the_tnet_study_trains_its_arms_and_tabulates_each_levels_hit_rate(quadrants, tmp_path, capsys):
+    from gdram.experiments.studies import main as study
+
+    out = tmp_path / "study"
+    argv = ["tnet", "--dataset", quadrants, "--arms", "tnet", "downscaled", "--seeds", "0", "--epochs", "1"]
+    assert study([*argv, "--batch-size", "32", "--out", str(out)]) == 0
+    markdown = (out / "results.md").read_text()
+    title = markdown.splitlines()[0]
+    assert "quadrants.npz, 1 epochs, batch 32;" in title and "full-res" not in title  # none run, none named
+    rows = {line.split(" | ")[0].strip("| "): line.split(" | ") for line in markdown.splitlines() if "| 1 |" in line}
+    assert set(rows) == {"tnet", "downscaled"}
+    assert re.fullmatch(r"\d+ / \d+", rows["tnet"][4]) and rows["downscaled"][4] == "-"  # levels 2 and 3; none
+    assert (out / "tnet.png").stat().st_size > 0

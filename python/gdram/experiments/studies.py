@@ -585,7 +585,8 @@ def _run_tnet(args: argparse.Namespace) -> int:
         out,
     )
     write_json(out / "results.json", summaries)
-    title = f"{args.dataset}, {args.epochs} epochs (full-res {args.full_res_epochs}), batch {args.batch_size}"
+    full_res = f" (full-res {args.full_res_epochs})" if "full-res" in args.arms else ""
+    title = f"{args.dataset}, {args.epochs} epochs{full_res}, batch {args.batch_size}"
     markdown = f"{title}; test split, mean ± sd over seeds, costs measured on this machine.\n\n" + tnet_table(summaries)
     write_text(out / "results.md", markdown)
     tnet_plot(summaries, out, title)
