@@ -1,7 +1,7 @@
 """TNet (Papadopoulos, Korus & Memon, "Hard-Attention for Scalable Image Classification", NeurIPS 2021):
 top-down hard attention over an image pyramid, every crop read by :func:`gdram_ext.box_glimpse`.
 
-Level 1 reads the whole image downscaled to the base resolution; a location module scores the n x n
+Level 1 reads the whole image downscaled (to ``TNetConfig.overview_side``); a location module scores the n x n
 cells of a grid over each attended box and keeps a few; each kept cell is cropped from the
 full-resolution image, resized to the base resolution and read by the same backbone, and so on inside
 each kept cell. The features of every attended box (with a positional encoding of where it is) are
@@ -321,7 +321,8 @@ class TNetResult:
 
 
 class TNet(nn.Module):
-    """TNet: the backbone reads the whole image at the base size, then the kept cells, level by level.
+    """TNet: the backbone reads the whole image at the overview size, then the kept cells at the base size, level
+    by level.
 
     ``forward(images (B, C, S, S), sample=None, boxes=None, towards=None) -> TNetResult``. ``sample`` draws
     the cells (Gumbel top-k) instead of keeping the top k; by default it does in training when
