@@ -359,7 +359,7 @@ def _add_tnet_options(parser: argparse.ArgumentParser) -> None:
         "--overview-size",
         type=positive_int,
         metavar="PX",
-        help=f"side of level 1's read of the whole image ({defaults.overview_size})",
+        help=f"side of level 1's read of the whole image (base size / cell fraction: {defaults.overview_side})",
     )
     tnet.add_argument(
         "--backbone",
