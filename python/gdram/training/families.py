@@ -283,11 +283,12 @@ class TNetFamily(Family):
         config = (model.module if hasattr(model, "module") else model).config
         result: TNetResult = model(images, sample=sample or None, boxes=self._boxes(config, boxes))
         used = torch.full((len(images),), float(result.feature_logits.shape[1]), device=images.device)
-        levels = {}
+        levels, total = {}, torch.zeros(5, dtype=torch.float64)  # total: every level's chosen cells
         for level in range(2, config.levels + 1):
             counts = cell_counts(result, boxes, config.image_size, level)
             levels.update({f"level{level}_hits": counts[0], f"level{level}_cells": counts[2]})
-        return EvaluationBatch(result.logits, used, cell_counts(result, boxes, config.image_size), levels)
+            total += counts
+        return EvaluationBatch(result.logits, used, total, levels)
 
     def level_totals(self, config: TNetConfig) -> tuple[str, ...]:
         """``level<l>_hits`` and ``level<l>_cells`` of every level l after the first: its chosen cells that hold
