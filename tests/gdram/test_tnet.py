@@ -14,7 +14,6 @@ from gdram import TNet, TNetConfig, tnet_loss
 from gdram.models.tnet import (
     RewardBaseline,
     TNetResult,
-    cell_rewards,
     child_boxes,
     choose_cells,
     oracle_cells,
@@ -134,10 +133,10 @@ def test_gumbel_sampling_draws_cells_in_training_and_keeps_the_top_k_in_evaluati
     assert torch.equal(model(images, sample=False).cells[0], kept[0])
 
 
-@pytest.mark.parametrize(("sampling", "reward"), [("topk", "image"), ("gumbel", "image"), ("topk", "cell")])
-def test_location_module_learns_only_from_reinforce_and_the_backbone_not_from_it(sampling, reward, one_thread) -> None:
+@pytest.mark.parametrize("sampling", ["topk", "gumbel"])
+def test_location_module_learns_only_from_reinforce_and_the_backbone_not_from_it(sampling, one_thread) -> None:
     torch.manual_seed(0)
-    config = small_config(sampling=sampling, reward=reward)
+    config = small_config(sampling=sampling)
     model = TNet(config)
     result = model(torch.rand(6, 1, 128, 128))
     parts = tnet_loss(result, torch.arange(6) % 5, config, model.reward_baseline)
@@ -177,24 +176,6 @@ def test_loss_parts_on_a_hand_case_per_feature_cross_entropy_reinforce_and_basel
     torch.testing.assert_close(baseline.value, torch.tensor(0.9 * 0.5 + 0.1 * 0.5))
     tnet_loss(result, torch.tensor([0, 1]), config, baseline, update_baseline=False)
     torch.testing.assert_close(baseline.value, torch.tensor(0.5))
-
-
-def test_cell_reward_is_whether_the_cells_own_reading_predicts_the_label_less_its_levels_mean() -> None:
-    # 3 levels, 2 cells kept then 1 inside each: features [level 1, cell a, cell b, a's child, b's child]
-    config = TNetConfig(num_classes=2, levels=3, cells_per_level=(2, 1), reward="cell", reinforce_weight=0.1)
-    feature_logits = torch.tensor([[[0.0, 0.0], [1.0, 0.0], [0.0, 2.0], [0.0, 3.0], [4.0, 0.0]]])
-    log_probs = [torch.tensor([[-0.2, -1.5]]), torch.tensor([[-0.1, -0.3]])]
-    cells = [torch.zeros(1, 2, dtype=torch.long)] * 2
-    result = TNetResult(feature_logits.mean(dim=1), feature_logits, [], [], cells, log_probs)
-    baseline = RewardBaseline(init=0.5, decay=0.9)
-    parts = tnet_loss(result, torch.tensor([0]), config, baseline)
-    # label 0. Level 2: a with its child reads (1, 3): wrong; b with its child (4, 2): right, though b alone
-    # says 1. Level 3: a's child (0, 3) wrong, b's child (4, 0) right. Each level's mean reward is 0.5.
-    rewards = cell_rewards(result, torch.tensor([0]))
-    torch.testing.assert_close(rewards, [torch.tensor([[0.0, 1.0]]), torch.tensor([[0.0, 1.0]])])
-    expected = -(-0.5 * -0.2 + 0.5 * -1.5 - 0.5 * -0.1 + 0.5 * -0.3)
-    torch.testing.assert_close(parts.reinforce, torch.tensor(expected))
-    assert baseline.value.item() == 0.5  # the image reward's baseline is not the cell reward's
 
 
 # Two target boxes in a 128 px image: centres (105, 25) px and (20, 100) px.
@@ -341,7 +322,6 @@ def test_one_level_reads_only_the_whole_image_and_has_no_reinforce_term(one_thre
         ("baseline_decay", 1.0),
         ("baseline_init", 1.5),
         ("retina_mode", "nearest"),
-        ("reward", "final"),
     ],
 )
 def test_config_validation_errors_name_the_field(field, value) -> None:
@@ -400,8 +380,7 @@ def test_quadrant_task_class_is_invisible_in_the_downscaled_image_and_visible_in
     assert (quadrant[0] - quadrant[1]).abs().max() == 1.0
 
 
-@pytest.mark.parametrize("reward", ["image", "cell"])
-def test_learned_cell_choice_solves_a_task_that_the_downscaled_image_cannot(reward, one_thread) -> None:
+def test_learned_cell_choice_solves_a_task_that_the_downscaled_image_cannot(one_thread) -> None:
     """SLOW (a few seconds, at most 30 s of training on one CPU thread): TNet with a 2x2 grid of half
     cells must learn which quadrant to read (the class is only visible there, see the test above); a
     random cell is right 1 time in 4 (top-1 about 0.625). Each feature's own cross-entropy is on (the
@@ -420,7 +399,6 @@ def test_learned_cell_choice_solves_a_task_that_the_downscaled_image_cannot(rewa
         cells_per_level=(1,),
         feature_size=32,
         per_feature_weight=1.0,
-        reward=reward,
     )
     model = TNet(config)
     optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)

@@ -147,8 +147,6 @@ def test_visualize_draws_the_chosen_cells_of_every_level(quadrants, tmp_path):
             "argument --policy: policy must be one of ('learned', 'random', 'oracle')",
         ),
         (["--model", "tnet", "--location-guidance", "0.1"], "--location-guidance: GDRAM's"),
-        (["--model", "tnet", "--reward", "final"], "argument --reward: reward must be one of ('image', 'cell')"),
-        (["--reward", "cell"], "argument --reward: reward must be one of ('final', 'steps', 'probs', 'gain')"),
         (["--model", "tnet", "--cells-per-level", "2"], "argument --cells-per-level: cells_per_level must be a tuple"),
     ],
 )

@@ -36,7 +36,7 @@ from gdram.models.config import (
     WARMUP_GLIMPSES,
     GDRAMConfig,
 )
-from gdram.models.tnet_config import POOLINGS, SAMPLINGS, TNET_REWARDS, TNetConfig
+from gdram.models.tnet_config import POOLINGS, SAMPLINGS, TNetConfig
 from gdram.training.api import DEFAULT_BATCH_SIZE, DEFAULT_EPOCHS, EMBEDDED_BATCH_SIZE, EMBEDDED_EPOCHS, VAL_FRACTION
 from gdram.training.families import FAMILIES
 from gdram.training.trainer import TrainSettings
@@ -97,7 +97,7 @@ def misplaced_flags(args: argparse.Namespace) -> list[str]:
     gdram_only = {**_gdram_fields(args), "location_guidance": args.location_guidance}
     gdram_only.update(guidance_weight=args.guidance_weight)
     other = gdram_only if args.model == "tnet" else _tnet_fields(args)
-    shared = ("policy", "retina_mode", "policy_warmup", "reward")
+    shared = ("policy", "retina_mode", "policy_warmup")
     return [flag(name) for name, value in other.items() if value is not None and name not in shared]
 
 
@@ -119,7 +119,6 @@ def _tnet_fields(args: argparse.Namespace) -> dict[str, Any]:
         "reinforce_weight": args.reinforce_weight,
         "per_feature_weight": args.per_feature_weight,
         "sampling": args.sampling,
-        "reward": args.reward,
         "policy_warmup": args.policy_warmup,
         "salient_window": args.salient_window,
     }
@@ -249,13 +248,11 @@ def _add_recipe_options(parser: argparse.ArgumentParser) -> None:
     )
     recipe.add_argument(
         "--reward",
-        choices=REWARDS + TNET_REWARDS,
+        choices=REWARDS,
         help="final: 1 when the final prediction is right (paper); "
         "steps: share of right step predictions from the move on; "
         "probs: mean probability of the label from the move on; "
-        "gain: the rise of the label's probability that the move's own glimpse brings (robust); "
-        "TNet's, for a chosen cell: image: 1 when the image's prediction is right (the reference's, default), "
-        "cell: 1 when what the cell itself read predicts the label",
+        "gain: the rise of the label's probability that the move's own glimpse brings (robust)",
     )
     recipe.add_argument(
         "--moves",

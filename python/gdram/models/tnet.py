@@ -438,30 +438,6 @@ class TNetLossParts(NamedTuple):
     reinforce: torch.Tensor
 
 
-def cell_rewards(result: TNetResult, labels: torch.Tensor) -> list[torch.Tensor]:
-    """Each chosen cell's own reward: 1 when the classifier on the mean of the features read inside the cell
-    (its own and its descendants') predicts the label, else 0. The classifier is linear: that prediction is the
-    arg-max of the sum of their ``feature_logits``.
-
-    Args:
-        result: a forward's result with L >= 2 levels.
-        labels: (B,) int64 labels.
-
-    Returns:
-        L - 1 tensors (B, M_{l+1}) of 0.0 and 1.0, in the order of ``result.cells``.
-    """
-    logits = result.feature_logits.detach()
-    batch, classes = logits.shape[0], logits.shape[2]
-    per_level = logits[:, 1:].split([cells.shape[1] for cells in result.cells], dim=1)  # (B, M_l, K) for l >= 2
-    rewards, below = [], None
-    for level_logits in reversed(per_level):
-        if below is not None:  # add each box's children: child m lies in box m // k
-            level_logits = level_logits + below.view(batch, level_logits.shape[1], -1, classes).sum(dim=2)
-        below = level_logits
-        rewards.insert(0, (level_logits.argmax(dim=2) == labels.long()[:, None]).to(logits.dtype))
-    return rewards
-
-
 def tnet_loss(
     result: TNetResult,
     labels: torch.Tensor,
@@ -476,13 +452,11 @@ def tnet_loss(
     * classification: cross-entropy of ``result.logits`` (the mean feature's prediction);
     * per_feature: cross-entropy of every attended feature's own prediction, averaged over the B * T
       features, weighted by ``config.per_feature_weight``;
-    * reinforce: mean over images of -sum over chosen cells c of (r_c - b_c) * log pi(c), weighted by
-      ``config.reinforce_weight``; 0 with one level. ``config.reward`` ``"image"``: every cell's r_c = 1 when
-      the arg-max of ``result.logits`` is the label (else 0), b_c = ``baseline.value`` (detached);
-      ``"cell"``: r_c = :func:`cell_rewards`' (1 when the cell's own reading predicts the label), b_c the
-      mean of r over the batch's chosen cells of c's level.
+    * reinforce: mean over images of -(r - b) * log pi(all cell choices of the image), weighted by
+      ``config.reinforce_weight``, with the reward r = 1 when the arg-max of ``result.logits`` is the
+      label (else 0) and b = ``baseline.value`` (detached); 0 with one level.
 
-    With ``update_baseline`` (the default) the image reward's baseline then moves towards the batch's mean. With
+    With ``update_baseline`` (the default) the baseline then moves towards the batch's mean reward. With
     ``imitate`` (the salient warm-up: the cells were kept ``towards`` a place) the reinforce term is instead
     the mean over images of -log pi(the kept cells), a cross-entropy that teaches the location module those
     cells, and the baseline stays.
@@ -493,10 +467,6 @@ def tnet_loss(
     per_feature = F.cross_entropy(result.feature_logits.flatten(0, 1), labels.repeat_interleave(per_image))
     if imitate:
         reinforce = -result.log_prob.mean()
-    elif config.reward == "cell":
-        reinforce = result.logits.new_zeros(())
-        for rewards, terms in zip(cell_rewards(result, labels), result.log_probs, strict=True):
-            reinforce = reinforce - ((rewards - rewards.mean()) * terms).sum(dim=1).mean()
     else:
         rewards = (result.logits.detach().argmax(dim=1) == labels).to(result.logits.dtype)
         advantage = rewards - baseline.value.to(rewards.dtype)

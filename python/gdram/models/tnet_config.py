@@ -19,7 +19,6 @@ from gdram.models.config import _check_non_negative_int, _check_positive_int, py
 from gdram_ext.contract import MODES as RETINA_MODES
 
 SAMPLINGS = ("topk", "gumbel")
-TNET_REWARDS = ("image", "cell")
 POOLINGS = ("max", "mean")
 TNET_POLICIES = ("learned", "random", "oracle")
 SMALL_CNN = "small_cnn"
@@ -62,12 +61,7 @@ class TNetConfig:
         sampling: how the cells are chosen in training: ``"topk"`` (the k most probable, deterministic,
             as the reference code does) or ``"gumbel"`` (Gumbel top-k: k cells sampled without
             replacement, the ordered sample's Plackett-Luce log-probability). Evaluation keeps the top k.
-        reward: what REINFORCE rewards each chosen cell with, one of :data:`TNET_REWARDS`: ``"image"`` (the
-            reference's: 1 when the image's prediction is right, the same for all its cells, less a moving
-            average) or ``"cell"`` (1 when the classifier on the features read inside that cell alone predicts the
-            label, less the mean over the batch's cells of its level: of two cells kept, the one that holds the
-            object is told from the one that does not; :func:`gdram.models.tnet.cell_rewards`).
-        baseline_decay: the image reward's baseline is a moving average of the batch's mean reward,
+        baseline_decay: the REINFORCE baseline is a moving average of the batch's mean reward,
             b <- decay * b + (1 - decay) * mean(r).
         baseline_init: the baseline's value before the first batch, in [0, 1].
         policy: how the cells are chosen, in training and evaluation, one of :data:`TNET_POLICIES`:
@@ -102,7 +96,6 @@ class TNetConfig:
     reinforce_weight: float = 0.1
     per_feature_weight: float = 0.0
     sampling: str = "topk"
-    reward: str = "image"
     baseline_decay: float = 0.9
     baseline_init: float = 0.5
     policy: str = "learned"
@@ -144,8 +137,6 @@ class TNetConfig:
             raise ValueError(f"pooling must be one of {POOLINGS}, got {self.pooling!r}")
         if self.sampling not in SAMPLINGS:
             raise ValueError(f"sampling must be one of {SAMPLINGS}, got {self.sampling!r}")
-        if self.reward not in TNET_REWARDS:
-            raise ValueError(f"reward must be one of {TNET_REWARDS} for TNet, got {self.reward!r}")
         if _not_number(self.baseline_decay) or not 0 <= self.baseline_decay < 1:
             raise ValueError(f"baseline_decay must lie in [0, 1), got {self.baseline_decay!r}")
         if _not_number(self.baseline_init) or not 0 <= self.baseline_init <= 1:
