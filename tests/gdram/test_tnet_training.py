@@ -173,12 +173,12 @@ def test_every_config_finds_its_family_and_a_checkpoint_without_one_is_gdrams(tr
 
 
 def test_the_study_reads_the_whole_image_downscaled_to_the_base_size_and_at_full_resolution():
-
     downscaled = TNetConfig(**arm_fields("downscaled", 512))
     assert downscaled.levels == 1 and downscaled.overview_side == downscaled.base_size == 64
     assert TNetConfig(**arm_fields("full-res", 512)).overview_side == 512
     assert TNetConfig(**arm_fields("tnet", 512)) == TNetConfig()
     assert TNetConfig(**arm_fields("tnet-random", 512)).overview_side == 128
+    assert TNetConfig(**arm_fields("tnet-gumbel", 512)) == TNetConfig(sampling="gumbel")
 
 
 def level_hit_rates(model, dataset) -> list:

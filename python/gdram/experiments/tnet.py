@@ -1,8 +1,9 @@
 """``python -m gdram.experiments tnet``: TNet against reading the whole image, side by side on one data set.
 
-Five arms, every one a TNet config on the same backbone (:class:`~gdram.models.tnet_config.TNetConfig`):
+Six arms, every one a TNet config on the same backbone (:class:`~gdram.models.tnet_config.TNetConfig`):
 
 * ``tnet``: learned cells (the config's defaults: 3 levels, 3x3 grids of half cells, 2 then 1 kept);
+* ``tnet-gumbel``: the same, its training cells drawn without replacement (Gumbel top-k), not the top k;
 * ``tnet-random``: the same, its cells drawn at random (what the learned choice adds);
 * ``tnet-oracle``: the same, its cells those nearest the target box (the ceiling of the cell choice);
 * ``downscaled``: one level: the backbone on the whole image downscaled to the base size;
@@ -33,6 +34,7 @@ from gdram.training.evaluate import evaluation_totals, load_model, measure_flops
 
 ARMS: dict[str, dict[str, Any]] = {
     "tnet": {},
+    "tnet-gumbel": {"sampling": "gumbel"},
     "tnet-random": {"policy": "random"},
     "tnet-oracle": {"policy": "oracle"},
     "downscaled": {"levels": 1, "cells_per_level": (), "overview_size": TNetConfig.base_size},
