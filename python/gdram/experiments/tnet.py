@@ -13,7 +13,7 @@ Each arm trains through :func:`gdram.training.api.train`; a finished run is read
 so a rerun completes the study. Per arm: test top-1 (mean and standard deviation over seeds), the hit rate of
 the chosen cells (all, and each level's), FLOPs per image (``FlopCounterMode``), training images per second,
 inference milliseconds per image (batch 1 and batched), measured on this machine; a Markdown table and a plot
-of accuracy against FLOPs.
+of accuracy against FLOPs, beside every run's validation curve.
 """
 
 from __future__ import annotations
@@ -135,24 +135,33 @@ def level_cell(group: list[dict[str, Any]]) -> str:
 
 
 def plot(summaries: list[dict[str, Any]], out: Path, title: str) -> Path:
-    """Test top-1 against FLOPs per image (log scale), one colour per arm, every seed a dot."""
+    """Left: test top-1 against FLOPs per image (log scale), one colour per arm, every seed a dot. Right: every
+    run's validation top-1 by epoch (its ``runs/<arm>-seed<seed>/metrics.jsonl``), the same colours."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    figure, axes = plt.subplots(figsize=(6, 4), dpi=100)
+    figure, (cost, curves) = plt.subplots(1, 2, figsize=(11, 4), dpi=100)
     for index, (arm, group) in enumerate(by_arm(summaries).items()):
         flops = [item["flops_per_image"] / 1e6 for item in group]
         top1 = [item["test_top1"] for item in group]
-        axes.scatter(flops, top1, color=f"C{index}", label=arm, s=30)
-    axes.set_xscale("log")
-    axes.set_xlabel("MFLOPs per image (inference)")
-    axes.set_ylabel("test top-1")
-    axes.set_ylim(0, 1)
-    axes.grid(alpha=0.3)
-    axes.legend(fontsize=8)
-    axes.set_title(title, fontsize=9)
+        cost.scatter(flops, top1, color=f"C{index}", label=arm, s=30)
+        for item in group:
+            lines = (out / "runs" / f"{arm}-seed{item['seed']}" / "metrics.jsonl").read_text().splitlines()
+            history = [json.loads(line) for line in lines]
+            epochs = [record["epoch"] for record in history]
+            curves.plot(epochs, [record["val_top1"] for record in history], color=f"C{index}", marker=".", lw=1)
+    cost.set_xscale("log")
+    cost.set_xlabel("MFLOPs per image (inference)")
+    cost.set_ylabel("test top-1")
+    cost.legend(fontsize=8)
+    curves.set_xlabel("epoch")
+    curves.set_ylabel("validation top-1")
+    for axes in (cost, curves):
+        axes.set_ylim(0, 1)
+        axes.grid(alpha=0.3)
+    figure.suptitle(title, fontsize=9)
     figure.tight_layout()
     path = out / "tnet.png"
     figure.savefig(path)
